@@ -1,0 +1,81 @@
+// alknet's command line: argv in, a fully validated options struct or one error message out.
+//
+// Pure: the only outside input is the environment, read through an injectable lookup so tests
+// (and the fuzzer) control it. Everything a user can get wrong on the command line is caught
+// here, before any socket or key file is touched, so main() can print `error: <message>` and
+// exit at once.
+#pragma once
+
+#include <functional>
+#include <optional>
+#include <span>
+#include <string>
+#include <string_view>
+#include <variant>
+#include <vector>
+
+#include "net/spec.hpp"
+
+namespace alk::cli {
+
+struct ConnectOptions {
+  net::HostPort server;
+  std::string transport = "tcp";  // tcp | tls | quic
+  std::string identity;
+  net::HostPort socks5{"127.0.0.1", 1080};
+  std::vector<net::ForwardSpec> forwards, remote_forwards;
+  std::optional<net::ProxyUrl> proxy;
+  std::string tls_server_name;  // defaults to server.host
+  bool insecure = false;
+  std::string tls_ca;
+  std::optional<net::UserPass> socks5_auth;
+  std::string user = "alknet";
+  std::string known_hosts;  // defaults to $XDG_CONFIG_HOME/alknet/known_hosts or ~/.config/...
+  std::string host_key;     // "SHA256:" + 43 base64 chars, or empty (trust on first use)
+  bool quiet = false, verbose = false;
+};
+
+struct ServeOptions {
+  std::string key;
+  std::string authorized_keys;
+  std::vector<std::string> cert_authorities;
+  std::string transport = "tcp";
+  net::HostPort listen{"0.0.0.0", 22};
+  std::string tls_cert, tls_key;
+  std::vector<std::string> acme_domains;
+  std::string acme_directory;  // filled with Let's Encrypt (production or staging) when ACME is used
+  std::string acme_email;
+  std::string acme_cache;  // filled with $XDG_CACHE_HOME/alknet/acme or ~/.cache/... when ACME is used
+  bool acme_staging = false;
+  bool stealth = false;
+  std::optional<net::ProxyUrl> proxy;
+  unsigned max_connections_per_ip = 0;  // 0 = unlimited
+  unsigned max_auth_attempts = 10;
+  std::vector<net::PermitOpen> permit_open;  // empty = any destination except link-local
+  bool quiet = false, verbose = false;
+};
+
+enum class Command { Help, Version, Connect, Serve };
+
+struct Parsed {
+  Command cmd = Command::Help;
+  std::string help_text;  // set for Command::Help
+  ConnectOptions connect;
+  ServeOptions serve;
+};
+
+using Getenv = std::function<const char*(const char*)>;
+
+inline constexpr std::string_view kLetsEncryptDirectory = "https://acme-v02.api.letsencrypt.org/directory";
+inline constexpr std::string_view kLetsEncryptStagingDirectory =
+    "https://acme-staging-v02.api.letsencrypt.org/directory";
+
+// args excludes argv[0]. On failure returns the message without the "error: " prefix.
+// An empty env function means "no environment".
+std::variant<Parsed, std::string> parse_args(std::span<const std::string_view> args, const Getenv& env);
+
+std::string top_help();
+std::string connect_help();
+std::string serve_help();
+
+}  // namespace alk::cli

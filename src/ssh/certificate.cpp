@@ -147,6 +147,9 @@ bool verify_certificate_signature(std::span<const uint8_t> blob, const Certifica
 }
 
 CertVerdict check_user_certificate(const CertPolicyInput& in, const Certificate& cert) {
+  // Every field judged below must come from the signed bytes; re-parsing costs microseconds.
+  auto from_blob = parse_certificate(in.blob, nullptr);
+  if (!from_blob || !(*from_blob == cert)) return CertVerdict::BadSignature;
   bool trusted = false;
   if (in.trusted_cas) {
     // Visit every CA so timing does not reveal which one matched.

@@ -32,6 +32,8 @@ struct Certificate {
   std::vector<uint8_t> signature_key;  // the CA's public key blob
   std::vector<uint8_t> signature;      // the whole signature blob: string(alg) string(sig)
   size_t signed_len = 0;               // bytes of the certificate covered by the signature
+
+  bool operator==(const Certificate&) const = default;
 };
 
 inline constexpr uint32_t kUserCert = 1;
@@ -70,7 +72,8 @@ struct CertPolicyInput {
 };
 
 // The checks sshd applies to a user certificate, in this order (the first failure is returned):
-// CA trusted (signature_key equals a trusted CA blob, constant-time) -> UntrustedCa; CA signature
+// cert must be exactly what in.blob parses to (a struct edited after parsing, or parsed from
+// another blob, would let unsigned fields through) -> BadSignature; CA trusted (signature_key equals a trusted CA blob, constant-time) -> UntrustedCa; CA signature
 // -> BadSignature; certificate type -> NotUserCert; valid_after <= now < valid_before ->
 // NotYetValid / Expired; principals include user (an empty list matches nobody) -> WrongPrincipal;
 // critical options: only "source-address" and "force-command" are understood (force-command does

@@ -54,7 +54,8 @@ struct Addr {
 };
 
 std::optional<Addr> parse_addr(std::string_view s) {
-  if (s.empty() || s.size() >= 64) return std::nullopt;
+  // inet_pton stops at a NUL; "1.2.3.4\0junk" must not pass for 1.2.3.4.
+  if (s.empty() || s.size() >= 64 || s.find('\0') != std::string_view::npos) return std::nullopt;
   char buf[64];
   std::memcpy(buf, s.data(), s.size());
   buf[s.size()] = '\0';

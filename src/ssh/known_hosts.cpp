@@ -1,9 +1,10 @@
 #include "ssh/known_hosts.hpp"
 
 #include <openssl/digest.h>
+#include <openssl/base64.h>
 #include <openssl/hmac.h>
 
-#include <vector>
+#include <cstring>
 
 #include "ssh/authorized_keys.hpp"
 
@@ -30,41 +31,57 @@ std::string lower(std::string_view s) {
   return out;
 }
 
-std::vector<uint8_t> hmac_sha1(std::span<const uint8_t> key, std::string_view data) {
-  std::vector<uint8_t> out(EVP_MAX_MD_SIZE);
+// HMAC-SHA1 of token under salt; returns the digest length (20), 0 on failure.
+unsigned hmac_sha1(std::span<const uint8_t> key, std::string_view data, uint8_t (&out)[EVP_MAX_MD_SIZE]) {
   unsigned len = 0;
-  if (!HMAC(EVP_sha1(), key.data(), key.size(), reinterpret_cast<const uint8_t*>(data.data()), data.size(),
-            out.data(), &len))
-    return {};
-  out.resize(len);
-  return out;
+  if (!HMAC(EVP_sha1(), key.data(), key.size(), reinterpret_cast<const uint8_t*>(data.data()), data.size(), out,
+            &len))
+    return 0;
+  return len;
+}
+
+// Decodes a 20-byte SHA-1-sized value (28 base64 characters) without allocating: known_hosts
+// files can be long and every hashed line is checked for every lookup.
+bool decode_sha1_field(std::string_view b64, uint8_t (&out)[20]) {
+  if (b64.size() != 28) return false;
+  uint8_t buf[21];
+  size_t len = 0;
+  if (!EVP_DecodeBase64(buf, &len, sizeof buf, reinterpret_cast<const uint8_t*>(b64.data()), b64.size()) ||
+      len != 20)
+    return false;
+  std::memcpy(out, buf, 20);
+  return true;
 }
 
 bool hashed_host_matches(std::string_view field, std::string_view token) {
-  // "|1|salt|hash"
+  // "|1|salt|hash", SHA-1 sized salt and hash as ssh-keygen writes them; anything else is corrupt.
   field.remove_prefix(3);
   auto bar = field.find('|');
   if (bar == std::string_view::npos) return false;
-  auto salt = base64_decode(field.substr(0, bar));
-  auto hash = base64_decode(field.substr(bar + 1));
-  // SHA-1 sized salt and hash, as ssh-keygen writes; anything else is a corrupt line.
-  if (!salt || !hash || salt->size() != 20 || hash->size() != 20) return false;
-  return blobs_equal_ct(hmac_sha1(*salt, token), *hash);
+  uint8_t salt[20], hash[20], mac[EVP_MAX_MD_SIZE];
+  if (!decode_sha1_field(field.substr(0, bar), salt) || !decode_sha1_field(field.substr(bar + 1), hash)) return false;
+  return hmac_sha1(salt, token, mac) == 20 && blobs_equal_ct(std::span<const uint8_t>(mac, 20), hash);
 }
 
+// token is already lower-case; the field is folded once, then matched piece by piece in place.
 bool host_field_matches(std::string_view field, std::string_view token) {
   if (field.starts_with("|1|")) return hashed_host_matches(field, token);
-  int got_positive = 0;
-  for (const auto& raw : split_commas(field)) {
-    std::string_view p = raw;
+  const std::string folded = lower(field);
+  std::string_view rest = folded;
+  bool got_positive = false;
+  for (;;) {
+    auto comma = rest.find(',');
+    std::string_view p = rest.substr(0, comma);
     bool negated = !p.empty() && p.front() == '!';
     if (negated) p.remove_prefix(1);
-    if (match_wildcard(token, lower(p))) {
+    if (match_wildcard(token, p)) {
       if (negated) return false;
-      got_positive = 1;
+      got_positive = true;
     }
+    if (comma == std::string_view::npos) break;
+    rest.remove_prefix(comma + 1);
   }
-  return got_positive == 1;
+  return got_positive;
 }
 
 }  // namespace
@@ -115,7 +132,9 @@ std::string known_hosts_line(std::string_view host, uint16_t port, const PublicK
 }
 
 std::string hash_known_hosts_token(std::string_view token, std::span<const uint8_t> salt) {
-  return "|1|" + base64_encode(salt) + "|" + base64_encode(hmac_sha1(salt, token));
+  uint8_t mac[EVP_MAX_MD_SIZE];
+  unsigned len = hmac_sha1(salt, token, mac);
+  return "|1|" + base64_encode(salt) + "|" + base64_encode(std::span<const uint8_t>(mac, len));
 }
 
 }  // namespace alk::ssh

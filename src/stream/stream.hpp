@@ -1,0 +1,57 @@
+// The duplex byte stream every transport and every tunnelled connection implements, and the
+// one relay between two of them.
+#pragma once
+
+#include <cstddef>
+#include <span>
+#include <sys/types.h>
+
+#include "runtime/fd.hpp"
+#include "runtime/task.hpp"
+
+namespace alk::stream {
+
+class Stream {
+ public:
+  virtual ~Stream() = default;
+  // Reads up to buf.size() bytes: >0 bytes, 0 at end of stream, -errno on error.
+  virtual rt::Task<ssize_t> read(std::span<std::byte> buf) = 0;
+  // Writes all of buf (the stream may keep at most a bounded amount queued): buf.size()
+  // or -errno.
+  virtual rt::Task<ssize_t> write(std::span<const std::byte> buf) = 0;
+  // Half-close: the peer reads end of stream; reading from it goes on.
+  virtual rt::Task<int> shutdown_write() = 0;
+  // Releases the underlying resource; pending reads/writes must have been cancelled first.
+  virtual void close() = 0;
+  // The socket beneath, for layers that need one (libssh); -1 when there is none.
+  virtual int native_fd() const { return -1; }
+};
+
+// A connected stream socket (TCP or AF_UNIX).
+class FdStream final : public Stream {
+ public:
+  explicit FdStream(rt::UniqueFd fd) : fd_(std::move(fd)) {}
+  rt::Task<ssize_t> read(std::span<std::byte> buf) override;
+  rt::Task<ssize_t> write(std::span<const std::byte> buf) override;
+  rt::Task<int> shutdown_write() override;
+  void close() override { fd_.reset(); }
+  int native_fd() const override { return fd_.get(); }
+  rt::UniqueFd release() { return std::move(fd_); }
+
+ private:
+  rt::UniqueFd fd_;
+};
+
+struct PumpStats {
+  uint64_t a_to_b = 0, b_to_a = 0;
+  int error = 0;  // first errno seen (0 = both directions ended cleanly)
+};
+
+// Copies a->b and b->a until both directions reached end of stream, or one failed.
+// EOF on one side becomes shutdown_write() on the other while the other direction goes on
+// (exact half-close). Each direction holds one buffer of buf_size bytes, so memory is
+// bounded no matter how slow either reader is. An error in one direction stops both.
+// Does not close the streams.
+rt::Task<PumpStats> pump(Stream &a, Stream &b, size_t buf_size = 64 * 1024);
+
+}  // namespace alk::stream

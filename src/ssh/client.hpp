@@ -1,0 +1,87 @@
+// The SSH client half: handshake, host-key trust, publickey auth, channels, -R requests.
+#pragma once
+
+#include <functional>
+#include <memory>
+#include <string>
+
+#include "runtime/result.hpp"
+#include "ssh/session.hpp"
+
+namespace alk::ssh {
+
+// The user's key (and certificate when PATH-cert.pub exists), loaded once at start-up.
+class Identity {
+ public:
+  // Refuses PEM keys and passphrase-protected keys with a message that says what to do.
+  static rt::Result<std::shared_ptr<Identity>> load(const std::string &path);
+  ~Identity();
+  ssh_key key() const { return key_; }
+  bool has_certificate() const { return has_cert_; }
+
+ private:
+  ssh_key key_ = nullptr;
+  bool has_cert_ = false;
+};
+
+struct ClientConfig {
+  std::string host;  // the server as the user named it (known_hosts entry)
+  uint16_t port = 22;
+  std::string user = "alknet";
+  std::string known_hosts_path;
+  std::string pinned_fingerprint;  // "SHA256:..." or empty for trust-on-first-use
+  rt::Duration handshake_timeout = std::chrono::seconds(20);
+};
+
+// Codes of rt::Error from connect() beyond errno.
+inline constexpr int kErrHostKeyChanged = 200001;
+inline constexpr int kErrHostKeyMismatch = 200002;
+inline constexpr int kErrAuthDenied = 200003;
+
+// alknet's servers answer every direct-tcpip open from an alknet client with an
+// exit-status request carrying the SOCKS5 REP code of the dial (0 = connected), because
+// libssh 0.10's server API can only refuse an open as "administratively prohibited".
+// The client asks for it by this originator address. See docs/protocol.md.
+inline constexpr const char *kStatusOriginator = "alknet-status";
+inline constexpr const char *kServerBannerPrefix = "SSH-2.0-alknet";
+
+class Client {
+ public:
+  static rt::Task<rt::Result<std::unique_ptr<Client>>> connect(std::unique_ptr<stream::Stream> transport,
+                                                               const ClientConfig &cfg,
+                                                               std::shared_ptr<Identity> id);
+  // Opens a direct-tcpip channel. On failure the error code is errno-style: ECONNREFUSED,
+  // EHOSTUNREACH, ENETUNREACH, ETIMEDOUT, rt::kErrNotAllowed, EPROTONOSUPPORT, ENOBUFS,
+  // ECONNRESET (session lost) or rt::kErrDnsNotFound.
+  rt::Task<rt::Result<std::unique_ptr<Channel>>> open_direct_tcpip(const std::string &host, uint16_t port,
+                                                                   const std::string &orig_host, uint16_t orig_port,
+                                                                   rt::Duration timeout);
+  // tcpip-forward: asks the server to listen on bind_host:port (a fixed port).
+  rt::Task<rt::Result<void>> listen_forward(const std::string &bind_host, uint16_t port, rt::Duration timeout);
+  // Incoming forwarded-tcpip channels, with the server port they arrived on.
+  std::function<void(std::unique_ptr<Channel>, int port)> on_forwarded;
+
+  SessionCore &core() { return *core_; }
+  const std::string &host_key_fingerprint() const { return fingerprint_; }
+  bool peer_is_alknet() const { return peer_is_alknet_; }
+  rt::Task<void> disconnect() { return core_->shutdown("disconnect"); }
+
+ private:
+  Client() = default;
+  rt::Result<void> check_host_key(const ClientConfig &cfg);
+  void accept_forwarded();
+
+  std::unique_ptr<SessionCore> core_;
+  std::shared_ptr<Identity> id_;
+  std::string fingerprint_;
+  bool peer_is_alknet_ = false;
+  bool global_busy_ = false;
+};
+
+// Maps an open failure (reason code and description, as OpenSSH sends them) to an
+// errno-style code. Pure, for tests.
+int open_failure_to_errno(int reason, std::string_view description);
+// SOCKS5 REP code (as carried by alknet's exit-status) to errno-style code. Pure.
+int status_to_errno(int rep);
+
+}  // namespace alk::ssh

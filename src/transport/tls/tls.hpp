@@ -1,0 +1,89 @@
+// TLS 1.3 transport over a connected TCP socket (BoringSSL driven through an in-memory BIO,
+// all socket I/O on the reactor), and the server's stealth mode.
+#pragma once
+
+#include <chrono>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "runtime/fd.hpp"
+#include "runtime/reactor.hpp"
+#include "runtime/result.hpp"
+#include "runtime/task.hpp"
+#include "stream/stream.hpp"
+#include "transport/tls/stealth.hpp"
+
+struct ssl_ctx_st;
+
+namespace alk::transport {
+
+inline constexpr std::string_view kAlpnSsh = "alknet-ssh";
+
+struct TlsClientConfig {
+  std::string server_name;  // SNI and the name (or IP) the certificate must match
+  bool insecure = false;    // accept any certificate
+  std::string ca_file;      // empty = system store /etc/ssl/certs/ca-certificates.crt
+  std::string alpn = std::string(kAlpnSsh);
+  rt::Duration handshake_timeout = std::chrono::seconds(10);
+};
+
+struct TlsServerConfig {
+  std::string cert_file, key_file;  // PEM chain (leaf first) and its EC, RSA or Ed25519 key
+  std::vector<std::string> alpn = {std::string(kAlpnSsh)};
+  bool stealth = false;
+  rt::Duration handshake_timeout = std::chrono::seconds(10);
+  rt::Duration peek_timeout = std::chrono::seconds(5);
+};
+
+namespace detail {
+struct SslCtxFree {
+  void operator()(ssl_ctx_st *ctx) const;
+};
+using SslCtxPtr = std::unique_ptr<ssl_ctx_st, SslCtxFree>;
+}  // namespace detail
+
+class TlsClientContext {
+  struct Private {};
+
+ public:
+  static rt::Result<std::shared_ptr<TlsClientContext>> create(const TlsClientConfig &cfg);
+  TlsClientContext(Private, TlsClientConfig cfg, detail::SslCtxPtr ctx);
+  const TlsClientConfig &config() const { return cfg_; }
+  ssl_ctx_st *native() const { return ctx_.get(); }
+
+ private:
+  TlsClientConfig cfg_;
+  detail::SslCtxPtr ctx_;
+};
+
+class TlsServerContext {
+  struct Private {};
+
+ public:
+  // Loads the certificate chain and key; the error text names the file and the reason.
+  static rt::Result<std::shared_ptr<TlsServerContext>> create(const TlsServerConfig &cfg);
+  TlsServerContext(Private, TlsServerConfig cfg, detail::SslCtxPtr ctx);
+  const TlsServerConfig &config() const { return cfg_; }
+  ssl_ctx_st *native() const { return ctx_.get(); }
+
+ private:
+  TlsServerConfig cfg_;
+  detail::SslCtxPtr ctx_;
+};
+
+// Client handshake over a connected TCP socket: verifies the chain and the host name (or IP)
+// unless insecure, and insists on the ALPN the config asks for. Bounded by handshake_timeout.
+rt::Task<rt::Result<std::unique_ptr<stream::Stream>>> tls_connect(std::shared_ptr<TlsClientContext> ctx,
+                                                                  rt::UniqueFd tcp);
+
+// Server handshake, bounded by handshake_timeout. Without stealth a client that does not
+// negotiate one of cfg.alpn fails. With stealth any ALPN (or none) completes the TLS
+// handshake; then a client that did not negotiate ours, or whose first bytes (within
+// peek_timeout) are not "SSH-2.0-", gets kStealthNotFound, the connection is closed and the
+// result is an error with code rt::kErrNotAllowed. An SSH client gets a stream that replays
+// the peeked bytes first.
+rt::Task<rt::Result<std::unique_ptr<stream::Stream>>> tls_accept(std::shared_ptr<TlsServerContext> ctx,
+                                                                 rt::UniqueFd tcp);
+
+}  // namespace alk::transport

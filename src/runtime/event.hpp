@@ -48,7 +48,7 @@ class Event {
     // True when the event was set, false when the wait was cancelled.
     bool await_resume() noexcept {
       if (cs && cs->waiting_on == this) cs->waiting_on = nullptr;
-      return ev ? ev->set_ || fired : fired;
+      return ev ? ev->set_ : fired;
     }
     void request_cancel() override {
       if (ev) ev->wake(this, false);
@@ -70,6 +70,7 @@ class Event {
     if (w->next) w->next->prev = w->prev;
     w->next = w->prev = nullptr;
     w->fired = fired;
+    w->ev = nullptr;  // the event may be gone by the time the waiter runs
     if (w->cs && w->cs->waiting_on == w) w->cs->waiting_on = nullptr;
     Reactor::current().defer(w->h);
   }

@@ -217,6 +217,8 @@ Channel::~Channel() {
 void Channel::orphan() {
   if (ch_) ssh_remove_channel_callbacks(ch_, &cb_);
   ch_ = nullptr;
+  if (core_) core_->remove(this);
+  core_ = nullptr;  // the session may be destroyed before this channel
   remote_closed_ = true;
   rx_.set();
   status_.set();
@@ -253,14 +255,14 @@ void Channel::on_exit_status(ssh_session, ssh_channel, int status, void *user) {
 
 rt::Task<ssize_t> Channel::read(std::span<std::byte> buf) {
   for (;;) {
-    if (!ch_) co_return remote_closed_ && core_->alive() ? 0 : -ECONNRESET;
+    if (!ch_ || !core_) co_return -ECONNRESET;
     rx_.reset();
     size_t want = std::min<size_t>(buf.size(), 1u << 20);
     int n = ssh_channel_read_nonblocking(ch_, buf.data(), uint32_t(want), 0);
-    core_->kick();  // the read may have queued a WINDOW_ADJUST
+    if (core_) core_->kick();  // the read may have queued a WINDOW_ADJUST
     if (n > 0) co_return n;
     if (n == SSH_EOF) co_return 0;
-    if (n == SSH_ERROR) co_return core_->alive() && ssh_channel_is_closed(ch_) ? 0 : -ECONNRESET;
+    if (n == SSH_ERROR) co_return -ECONNRESET;
     if (remote_closed_ || ssh_channel_is_eof(ch_)) {
       // EOF or CLOSE arrived and the buffer is empty.
       if (ssh_channel_poll(ch_, 0) <= 0) co_return 0;
@@ -274,7 +276,7 @@ rt::Task<ssize_t> Channel::read(std::span<std::byte> buf) {
 rt::Task<ssize_t> Channel::write(std::span<const std::byte> buf) {
   size_t done = 0;
   while (done < buf.size()) {
-    if (!ch_ || !core_->alive()) co_return -ECONNRESET;
+    if (!ch_ || !core_ || !core_->alive()) co_return -ECONNRESET;
     if (remote_closed_ || eof_sent_) co_return -EPIPE;
     if (ssh_get_status(core_->session()) & SSH_WRITE_PENDING) {
       // The socket has not taken the last packets yet: add nothing until it has.
@@ -291,8 +293,9 @@ rt::Task<ssize_t> Channel::write(std::span<const std::byte> buf) {
     }
     size_t chunk = std::min<size_t>({buf.size() - done, size_t(window), size_t(256 * 1024)});
     int n = ssh_channel_write(ch_, buf.data() + done, uint32_t(chunk));
-    if (n == SSH_ERROR) co_return core_->alive() ? -EPIPE : -ECONNRESET;
+    if (n == SSH_ERROR) co_return -EPIPE;
     done += size_t(n);
+    if (!core_) co_return -ECONNRESET;
     core_->kick();
     if (n == 0) {
       bool woke = co_await core_->progress().wait();
@@ -303,7 +306,7 @@ rt::Task<ssize_t> Channel::write(std::span<const std::byte> buf) {
 }
 
 rt::Task<int> Channel::shutdown_write() {
-  if (!ch_) co_return -ENOTCONN;
+  if (!ch_ || !core_) co_return -ENOTCONN;
   if (!eof_sent_) {
     eof_sent_ = true;
     ssh_channel_send_eof(ch_);

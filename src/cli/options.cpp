@@ -436,124 +436,157 @@ Full tunnel: pair the SOCKS5 port with tun2proxy:
 )";
 }
 
+namespace {
+
+struct FlagHelp {
+  std::string_view flag;     // "--server HOST[:PORT]"
+  std::string_view what;     // one line
+  std::string_view example;  // a complete flag use
+};
+
+struct HelpSection {
+  std::string_view title;
+  std::initializer_list<FlagHelp> flags;
+};
+
+// Uniform layout: flag column, one-line description, then the example under it.
+void render(std::string& out, std::initializer_list<HelpSection> sections) {
+  constexpr size_t kColumn = 30;
+  const std::string indent(kColumn, ' ');
+  for (const auto& s : sections) {
+    out += s.title;
+    out += '\n';
+    for (const auto& f : s.flags) {
+      std::string line = "  " + std::string(f.flag);
+      if (line.size() + 2 > kColumn) {
+        out += line + '\n';
+        line = indent;
+      } else {
+        line.resize(kColumn, ' ');
+      }
+      out += line + std::string(f.what) + '\n';
+      out += indent + "e.g. " + std::string(f.example) + '\n';
+    }
+    out += '\n';
+  }
+}
+
+}  // namespace
+
 std::string connect_help() {
-  return R"(alknet connect - keep an SSH session to a server and expose it as SOCKS5 + forwards
+  std::string out = R"(alknet connect - keep an SSH session to a server and expose it as SOCKS5 + forwards
 
 USAGE
   alknet connect --server HOST[:PORT] --identity PATH [FLAGS]
 
-Every flag accepts both '--flag VALUE' and '--flag=VALUE'. IPv6 goes in brackets: [2001:db8::1]:22.
+Every flag accepts '--flag VALUE' and '--flag=VALUE'. IPv6 goes in brackets: [2001:db8::1]:22.
 
-CONNECTION
-  --server HOST[:PORT]      server address (IP or DNS name); port defaults to 22.
-                            env ALKNET_SERVER.            e.g. --server tunnel.example.com:443
-  --transport tcp|tls|quic  how the SSH bytes travel; default tcp.
-                                                          e.g. --transport tls
-  --proxy URL               reach the server through an upstream proxy: socks5://H:P,
-                            socks5h://H:P or http://H:P, optional USER:PASS@.
-                                                          e.g. --proxy socks5://127.0.0.1:9050
-
-AUTHENTICATION
-  --identity PATH           OpenSSH-format Ed25519 private key (required); PATH-cert.pub is
-                            used as a certificate when present. env ALKNET_IDENTITY.
-                                                          e.g. --identity ~/.ssh/id_ed25519
-  --user NAME               SSH user name; default alknet.  e.g. --user deploy
-  --host-key SHA256:FP      pin the server's host key (fingerprint as printed by ssh-keygen -lf).
-                                                          e.g. --host-key SHA256:uNiVztksCsDhcc0u9e8BujQXVUpKZIDTMczCvj3tD2s
-  --known-hosts PATH        trusted host keys (OpenSSH format, trust on first use); default
-                            $XDG_CONFIG_HOME/alknet/known_hosts or ~/.config/alknet/known_hosts.
-                                                          e.g. --known-hosts ~/alknet_known_hosts
-
-TLS AND QUIC
-  --tls-server-name NAME    SNI and certificate name; default: the host part of --server.
-                                                          e.g. --tls-server-name cdn.example.com
-  --tls-ca PATH             trust this PEM CA bundle instead of the system store.
-                                                          e.g. --tls-ca /etc/alknet/ca.pem
-  --insecure                accept any TLS certificate (development only).
-
-LOCAL SIDE
-  --socks5 [ADDR:]PORT      SOCKS5 listener, always on; default 127.0.0.1:1080.
-                                                          e.g. --socks5 127.0.0.1:1081
-  --socks5-auth USER:PASS   require RFC 1929 username/password on the SOCKS5 port.
-                                                          e.g. --socks5-auth alice:s3cret
-  --forward [BIND:]LPORT:HOST:RPORT
-                            local forward like ssh -L, repeatable; BIND defaults to 127.0.0.1,
-                            '*' means all interfaces.     e.g. --forward 5432:db.internal:5432
-  --remote-forward [BIND:]RPORT:HOST:LPORT
-                            remote forward like ssh -R, repeatable; BIND defaults to localhost
-                            on the server.                e.g. --remote-forward 8080:127.0.0.1:3000
-
-OUTPUT
-  -q, --quiet               only print errors.
-  -v, --verbose             print debugging detail (never destinations).
-  -h, --help                show this help.
-
-EXAMPLES
+)";
+  render(out, {
+    {"CONNECTION", {
+      {"--server HOST[:PORT]", "server IP or DNS name, port defaults to 22; env ALKNET_SERVER",
+       "--server tunnel.example.com:443"},
+      {"--transport tcp|tls|quic", "how the SSH bytes travel; default tcp", "--transport tls"},
+      {"--proxy URL", "reach the server via socks5://, socks5h:// or http://[USER:PASS@]H:P",
+       "--proxy socks5://127.0.0.1:9050"},
+    }},
+    {"AUTHENTICATION", {
+      {"--identity PATH", "OpenSSH Ed25519 private key (PATH-cert.pub used if present); env ALKNET_IDENTITY",
+       "--identity ~/.ssh/id_ed25519"},
+      {"--user NAME", "SSH user name; default alknet", "--user deploy"},
+      {"--host-key SHA256:FP", "pin the server host key (as printed by ssh-keygen -lf)",
+       "--host-key SHA256:uNiVztksCsDhcc0u9e8BujQXVUpKZIDTMczCvj3tD2s"},
+      {"--known-hosts PATH", "trust-on-first-use store; default $XDG_CONFIG_HOME/alknet/known_hosts",
+       "--known-hosts ~/.config/alknet/known_hosts"},
+    }},
+    {"TLS AND QUIC", {
+      {"--tls-server-name NAME", "SNI and certificate name; default: the host of --server",
+       "--tls-server-name cdn.example.com"},
+      {"--tls-ca PATH", "trust this PEM CA bundle instead of the system store", "--tls-ca /etc/alknet/ca.pem"},
+      {"--insecure", "accept any TLS certificate (development only)", "--transport tls --insecure"},
+    }},
+    {"LOCAL SIDE", {
+      {"--socks5 [ADDR:]PORT", "SOCKS5 listener, always on; default 127.0.0.1:1080", "--socks5 127.0.0.1:1081"},
+      {"--socks5-auth USER:PASS", "require RFC 1929 username/password on the SOCKS5 port",
+       "--socks5-auth alice:s3cret"},
+      {"--forward [BIND:]LPORT:HOST:RPORT", "local forward like ssh -L, repeatable; BIND defaults to 127.0.0.1",
+       "--forward 5432:db.internal:5432"},
+      {"--remote-forward [BIND:]RPORT:HOST:LPORT", "remote forward like ssh -R, repeatable; BIND defaults to localhost",
+       "--remote-forward 8080:127.0.0.1:3000"},
+    }},
+    {"OUTPUT", {
+      {"-q, --quiet", "only print errors", "--quiet"},
+      {"-v, --verbose", "print debugging detail (never destinations)", "-v"},
+      {"-h, --help", "show this help", "alknet connect --help"},
+    }},
+  });
+  out += R"(EXAMPLES
   alknet connect --server 203.0.113.7 --identity ~/.ssh/id_ed25519
   alknet connect --server tunnel.example.com:443 --transport tls --identity key \
       --forward 5432:db.internal:5432 --forward [::1]:6379:[2001:db8::5]:6379
+  curl --socks5-hostname 127.0.0.1:1080 http://intranet.internal/
 )";
+  return out;
 }
 
 std::string serve_help() {
-  return R"(alknet serve - accept alknet clients and dial the destinations they ask for
+  std::string out = R"(alknet serve - accept alknet clients and dial the destinations they ask for
 
 USAGE
   alknet serve --key PATH [FLAGS]
 
-Every flag accepts both '--flag VALUE' and '--flag=VALUE'. IPv6 goes in brackets: [::]:443.
+Every flag accepts '--flag VALUE' and '--flag=VALUE'. IPv6 goes in brackets: [::]:443.
 
-IDENTITY AND ACCESS
-  --key PATH                SSH host private key, OpenSSH format (required).
-                                                          e.g. --key /etc/alknet/host_ed25519
-  --authorized-keys PATH    OpenSSH authorized_keys (options incl. cert-authority,
-                            permit-port-forwarding, from=).
-                                                          e.g. --authorized-keys /etc/alknet/authorized_keys
-  --cert-authority PATH     CA public key trusted for user certificates, repeatable.
-                                                          e.g. --cert-authority /etc/alknet/user_ca.pub
-  --max-auth-attempts N     disconnect after N failed attempts; default 10.
-                                                          e.g. --max-auth-attempts 3
-  --max-connections-per-ip N
-                            concurrent sessions per client address; default 0 (unlimited).
-                                                          e.g. --max-connections-per-ip 8
-  --permit-open HOST:PORT   only these destinations may be dialed, repeatable; '*' wildcards,
-                            [V6]:PORT, or 'any'. Default: anything but link-local addresses.
-                                                          e.g. --permit-open '*.internal:5432'
-
-TRANSPORT
-  --transport tcp|tls|quic  default tcp (quic listens on UDP).  e.g. --transport tls
-  --listen [ADDR:]PORT      listen address; default 0.0.0.0:22. ':443' means all IPv4 addresses.
-                                                          e.g. --listen [::]:443
-  --tls-cert PATH           PEM certificate chain for tls/quic (with --tls-key).
-                                                          e.g. --tls-cert /etc/alknet/fullchain.pem
-  --tls-key PATH            PEM private key for --tls-cert.  e.g. --tls-key /etc/alknet/privkey.pem
-  --stealth                 tls only: anything that is not SSH gets an nginx-like 404.
-
-ACME (automatic certificates, RFC 8555)
-  --acme-domain NAME        obtain and renew a certificate for NAME, repeatable.
-                                                          e.g. --acme-domain tunnel.example.com
-  --acme-email ADDR         account contact address.      e.g. --acme-email ops@example.com
-  --acme-directory URL      ACME directory; default Let's Encrypt.
-                                                          e.g. --acme-directory https://localhost:14000/dir
-  --acme-staging            use the Let's Encrypt staging directory (for testing).
-  --acme-cache DIR          where account and certificates are kept; default
-                            $XDG_CACHE_HOME/alknet/acme or ~/.cache/alknet/acme.
-                                                          e.g. --acme-cache /var/lib/alknet/acme
-
-OUTBOUND
-  --proxy URL               dial every destination through socks5://H:P or http://H:P.
-                                                          e.g. --proxy http://proxy.corp:3128
-
-OUTPUT
-  -q, --quiet               only print errors.
-  -v, --verbose             print debugging detail (never destinations).
-  -h, --help                show this help.
-
-EXAMPLES
+)";
+  render(out, {
+    {"IDENTITY AND ACCESS", {
+      {"--key PATH", "SSH host private key, OpenSSH format (required)", "--key /etc/alknet/host_ed25519"},
+      {"--authorized-keys PATH", "OpenSSH authorized_keys (cert-authority, permit-port-forwarding, from=)",
+       "--authorized-keys /etc/alknet/authorized_keys"},
+      {"--cert-authority PATH", "CA public key trusted for user certificates, repeatable",
+       "--cert-authority /etc/alknet/user_ca.pub"},
+      {"--max-auth-attempts N", "disconnect after N failed attempts; default 10", "--max-auth-attempts 3"},
+      {"--max-connections-per-ip N", "concurrent sessions per client address; default 0 = unlimited",
+       "--max-connections-per-ip 8"},
+      {"--permit-open HOST:PORT", "only dial these, repeatable; '*' wildcards, [V6]:PORT, 'any'",
+       "--permit-open '*.internal:5432'"},
+    }},
+    {"TRANSPORT", {
+      {"--transport tcp|tls|quic", "default tcp; quic listens on UDP", "--transport tls"},
+      {"--listen [ADDR:]PORT", "listen address; default 0.0.0.0:22; ':443' = all IPv4 addresses",
+       "--listen [::]:443"},
+      {"--tls-cert PATH", "PEM certificate chain for tls/quic (with --tls-key)",
+       "--tls-cert /etc/alknet/fullchain.pem"},
+      {"--tls-key PATH", "PEM private key for --tls-cert", "--tls-key /etc/alknet/privkey.pem"},
+      {"--stealth", "tls only: anything that is not SSH gets an nginx-like 404",
+       "--transport tls --stealth"},
+    }},
+    {"ACME (automatic certificates, RFC 8555)", {
+      {"--acme-domain NAME", "obtain and renew a certificate for NAME, repeatable",
+       "--acme-domain tunnel.example.com"},
+      {"--acme-email ADDR", "ACME account contact address", "--acme-email ops@example.com"},
+      {"--acme-directory URL", "ACME directory; default Let's Encrypt",
+       "--acme-directory https://localhost:14000/dir"},
+      {"--acme-staging", "use the Let's Encrypt staging directory (testing)", "--acme-staging"},
+      {"--acme-cache DIR", "account and certificates; default $XDG_CACHE_HOME/alknet/acme",
+       "--acme-cache /var/lib/alknet/acme"},
+    }},
+    {"OUTBOUND", {
+      {"--proxy URL", "dial every destination via socks5://H:P or http://H:P",
+       "--proxy http://proxy.corp:3128"},
+    }},
+    {"OUTPUT", {
+      {"-q, --quiet", "only print errors", "--quiet"},
+      {"-v, --verbose", "print debugging detail (never destinations)", "-v"},
+      {"-h, --help", "show this help", "alknet serve --help"},
+    }},
+  });
+  out += R"(EXAMPLES
   alknet serve --key host_ed25519 --authorized-keys authorized_keys --listen :2222
   alknet serve --key host_ed25519 --authorized-keys authorized_keys --transport tls \
       --listen :443 --acme-domain tunnel.example.com --acme-email ops@example.com --stealth
 )";
+  return out;
 }
 
 }  // namespace alk::cli

@@ -70,7 +70,8 @@ inline constexpr std::string_view kLetsEncryptDirectory = "https://acme-v02.api.
 inline constexpr std::string_view kLetsEncryptStagingDirectory =
     "https://acme-staging-v02.api.letsencrypt.org/directory";
 
-// args excludes argv[0]. On failure returns the message without the "error: " prefix.
+// args excludes argv[0]. Also accepts `alknet help [connect|serve]`. On failure returns the
+// message without the "error: " prefix.
 // An empty env function means "no environment".
 std::variant<Parsed, std::string> parse_args(std::span<const std::string_view> args, const Getenv& env);
 

@@ -1,0 +1,351 @@
+#include "server/serve.hpp"
+
+#include <cerrno>
+#include <chrono>
+#include <cstdio>
+#include <ctime>
+#include <map>
+#include <memory>
+#include <set>
+#include <string>
+
+#include "net/dial.hpp"
+#include "net/proxy_dial.hpp"
+#include "net/socket.hpp"
+#include "runtime/reactor.hpp"
+#include "runtime/scope.hpp"
+#include "runtime/signals.hpp"
+#include "server/policy.hpp"
+#include "ssh/client.hpp"
+#include "ssh/server.hpp"
+#include "stream/stream.hpp"
+
+namespace alk::server {
+
+using namespace std::chrono_literals;
+
+namespace {
+
+// Sessions still in key exchange or authentication: beyond this many, new connections are
+// closed at once (OpenSSH's MaxStartups idea), so a flood of silent peers stays bounded.
+constexpr size_t kMaxPreAuthSessions = 128;
+constexpr rt::Duration kDialTimeout = 10s;
+constexpr rt::Duration kForwardOpenTimeout = 15s;
+constexpr rt::Duration kDrainTimeout = 2s;
+
+// One line per event, written with a single fprintf so lines never interleave.
+void log_line(const std::string &line) { std::fprintf(stderr, "%s\n", line.c_str()); }
+
+struct RemoteForward {
+  std::string requested_addr;  // as the client sent it: it matches forwarded-tcpip opens by it
+  uint16_t port = 0;
+  std::unique_ptr<net::Acceptor> acceptor;
+  rt::Scope loop;  // the accept loop (connections it opened live in the session's scope)
+};
+
+struct Conn {
+  std::string ip;
+  ssh::ServerSession *ss = nullptr;
+  Grant grant;
+  std::map<std::pair<std::string, uint16_t>, std::unique_ptr<RemoteForward>> forwards;
+  bool stopping = false;
+};
+
+class Server {
+ public:
+  Server(const cli::ServeOptions &o, AuthPolicy policy, std::unique_ptr<ssh::ServerBind> bind)
+      : opts_(o), policy_(std::move(policy)), bind_(std::move(bind)) {}
+
+  rt::Task<void> run(net::Acceptor &acceptor, rt::SignalWatch &signals);
+
+ private:
+  rt::Task<void> accept_loop(net::Acceptor &acceptor);
+  rt::Task<void> serve(rt::UniqueFd fd);
+  void on_open(Conn &c, ssh::ChannelOpen op);
+  rt::Task<void> dial_and_pump(Conn &c, ssh::ChannelOpen op, bool allowed);
+  void on_forward(Conn &c, ssh::ForwardRequest req);
+  rt::Task<void> forward_accept_loop(Conn &c, RemoteForward &fwd);
+  rt::Task<void> forward_pump(Conn &c, rt::UniqueFd fd, std::string bound_addr, uint16_t bound_port);
+  static rt::Task<void> stop_forward(std::unique_ptr<RemoteForward> fwd);
+
+  const cli::ServeOptions &opts_;
+  AuthPolicy policy_;
+  std::unique_ptr<ssh::ServerBind> bind_;
+  rt::Scope sessions_;
+  std::set<Conn *> live_;
+  std::map<std::string, unsigned> per_ip_;
+  size_t pre_auth_ = 0;
+};
+
+rt::Task<void> Server::run(net::Acceptor &acceptor, rt::SignalWatch &signals) {
+  rt::Scope accepting;
+  accepting.spawn(accept_loop(acceptor));
+  for (;;) {
+    int sig = co_await signals.next();
+    if (sig == SIGINT || sig == SIGTERM || sig < 0) break;
+  }
+  // Stop accepting, then disconnect every session and give them a moment to finish.
+  co_await accepting.close();
+  co_await acceptor.stop();
+  for (Conn *c : live_) {
+    c->stopping = true;
+    c->ss->core().progress().set();
+    c->ss->core().progress().reset();
+  }
+  auto deadline = rt::Clock::now() + kDrainTimeout;
+  while (!sessions_.empty() && rt::Clock::now() < deadline) {
+    int r = co_await rt::sleep_for(20ms);
+    if (r == -ECANCELED) break;
+  }
+  co_await sessions_.close();
+}
+
+rt::Task<void> Server::accept_loop(net::Acceptor &acceptor) {
+  for (;;) {
+    auto r = co_await acceptor.accept();
+    if (!r) {
+      if (r.error().code == ECANCELED || r.error().code == EBADF) co_return;
+      // EMFILE and friends: back off instead of spinning; the listener itself is fine.
+      int s = co_await rt::sleep_for(100ms);
+      if (s == -ECANCELED) co_return;
+      continue;
+    }
+    sessions_.spawn(serve(std::move(r.value())));
+  }
+}
+
+rt::Task<void> Server::serve(rt::UniqueFd fd) {
+  std::string ip = net::Endpoint::of_socket_peer(fd.get()).ip();
+  if (ip.starts_with("::ffff:") && ip.find('.') != std::string::npos) ip = ip.substr(7);
+  if (opts_.max_connections_per_ip && per_ip_[ip] >= opts_.max_connections_per_ip) {
+    log_line("connection refused remote_addr=" + ip + " reason=max-connections-per-ip");
+    if (per_ip_[ip] == 0) per_ip_.erase(ip);
+    co_return;
+  }
+  if (pre_auth_ >= kMaxPreAuthSessions) {
+    log_line("connection refused remote_addr=" + ip + " reason=too-many-unauthenticated");
+    co_return;
+  }
+  // Bookkeeping undone on every exit path.
+  struct Counts {
+    Server &s;
+    std::string ip;
+    bool pre = true;
+    Counts(Server &srv, std::string i) : s(srv), ip(std::move(i)) {
+      ++s.per_ip_[ip];
+      ++s.pre_auth_;
+    }
+    void authed() {
+      if (pre) --s.pre_auth_;
+      pre = false;
+    }
+    ~Counts() {
+      authed();
+      if (--s.per_ip_[ip] == 0) s.per_ip_.erase(ip);
+    }
+  } counts(*this, ip);
+
+  auto started = rt::Clock::now();
+  log_line("connection opened remote_addr=" + ip + " transport=tcp");
+
+  Conn conn;
+  conn.ip = ip;
+  ssh::ServerSession ss(std::make_unique<stream::FdStream>(std::move(fd)));
+  conn.ss = &ss;
+  live_.insert(&conn);
+  ss.on_auth = [this, &conn](const ssh::AuthAttempt &a) {
+    auto d = policy_.check(a.user, a.key, conn.ip, uint64_t(std::time(nullptr)));
+    // A probe the server would accept is followed by the signed attempt: log that one.
+    if (!a.probe || !d.accept)
+      log_line("auth attempt remote_addr=" + conn.ip + " user=" + log_safe(a.user) +
+               " key_fingerprint=" + d.fingerprint + " result=" + (d.accept ? "accept" : "reject"));
+    if (opts_.verbose && !d.accept) log_line("auth refused remote_addr=" + conn.ip + " reason=" + log_safe(d.reason));
+    if (d.accept && !a.probe) conn.grant = d.grant;
+    return d.accept;
+  };
+  ss.on_direct_tcpip = [this, &conn](ssh::ChannelOpen op) { on_open(conn, std::move(op)); };
+  ss.on_forward = [this, &conn](ssh::ForwardRequest req) { on_forward(conn, std::move(req)); };
+
+  ssh::ServerConfig cfg;
+  cfg.max_auth_attempts = opts_.max_auth_attempts;
+  auto hs = co_await ss.handshake(*bind_, cfg);
+  counts.authed();
+  if (hs) {
+    while (ss.core().alive() && !conn.stopping) {
+      bool woke = co_await ss.core().progress().wait();
+      if (!woke) break;
+    }
+  } else if (opts_.verbose) {
+    log_line("session failed remote_addr=" + ip + " reason=" + log_safe(hs.error().what));
+  }
+  // Stop listening for this session's -R forwards, then end the session and its channels.
+  auto forwards = std::move(conn.forwards);
+  for (auto &[key, fwd] : forwards) co_await stop_forward(std::move(fwd));
+  co_await ss.disconnect(conn.stopping ? "server shutting down" : "session ended");
+  live_.erase(&conn);
+  double secs = std::chrono::duration<double>(rt::Clock::now() - started).count();
+  char dur[32];
+  std::snprintf(dur, sizeof dur, "%.3f", secs);
+  log_line("connection closed remote_addr=" + ip + " duration=" + dur);
+}
+
+// -- direct-tcpip ---------------------------------------------------------------------------
+
+void Server::on_open(Conn &c, ssh::ChannelOpen op) {
+  auto v = check_destination(op.destination(), op.port(), c.grant, opts_.permit_open);
+  if (v == DestVerdict::Reserved) {
+    // No internal alknet-* service is served here: "administratively prohibited".
+    op.refuse();
+    return;
+  }
+  c.ss->core().tasks().spawn(dial_and_pump(c, std::move(op), v == DestVerdict::Allowed));
+}
+
+rt::Task<void> Server::dial_and_pump(Conn &c, ssh::ChannelOpen op, bool allowed) {
+  // alknet clients ask, by this originator, to be told the dial's outcome as a SOCKS REP code
+  // (libssh 0.10 could only say "administratively prohibited" for every failure).
+  const bool status_mode = op.originator() == ssh::kStatusOriginator;
+  int rep = 2;
+  rt::UniqueFd target;
+  if (allowed) {
+    auto r = co_await net::dial_maybe_proxy(opts_.proxy, op.destination(), op.port(), kDialTimeout);
+    if (r) {
+      target = std::move(r.value());
+      rep = 0;
+      // A name may resolve to a link-local address (cloud metadata): check what we reached.
+      if (!opts_.proxy && net::is_link_local(net::Endpoint::of_socket_peer(target.get()).ip())) {
+        target.reset();
+        rep = 2;
+      }
+    } else {
+      if (r.error().code == ECANCELED) co_return;
+      rep = dial_error_to_rep(r.error().code);
+    }
+  }
+  if (rep != 0 && !status_mode) {
+    op.refuse();
+    co_return;
+  }
+  auto ch = op.accept();
+  if (!ch) co_return;
+  if (status_mode) {
+    ssh_channel_request_send_exit_status(ch->raw(), rep);
+    c.ss->core().kick();
+    if (rep != 0) co_return;  // the channel closes with ch
+  }
+  stream::FdStream to(std::move(target));
+  co_await stream::pump(*ch, to);
+  to.close();
+}
+
+// -- tcpip-forward ----------------------------------------------------------------------------
+
+void Server::on_forward(Conn &c, ssh::ForwardRequest req) {
+  auto key = std::make_pair(req.address(), req.port());
+  if (req.cancel()) {
+    auto it = c.forwards.find(key);
+    if (it == c.forwards.end()) {
+      req.refuse();
+      return;
+    }
+    auto fwd = std::move(it->second);
+    c.forwards.erase(it);
+    req.succeed(0);
+    c.ss->core().tasks().spawn(stop_forward(std::move(fwd)));
+    return;
+  }
+  if (!c.grant.port_forwarding || (req.port() != 0 && req.port() < 1024) || c.forwards.count(key) ||
+      c.forwards.size() >= 64) {
+    req.refuse();
+    return;
+  }
+  std::string host = req.address();
+  if (host.empty() || host == "localhost") host = "127.0.0.1";
+  else if (host == "*") host = "0.0.0.0";
+  auto ep = net::Endpoint::from_ip(host, req.port());
+  if (!ep) {
+    req.refuse();  // names other than localhost are not resolved for listening
+    return;
+  }
+  auto lfd = net::listen_tcp(*ep, 128);
+  if (!lfd) {
+    req.refuse();
+    return;
+  }
+  auto fwd = std::make_unique<RemoteForward>();
+  fwd->requested_addr = req.address();
+  fwd->acceptor = std::make_unique<net::Acceptor>(std::move(lfd.value()), 64);
+  fwd->port = fwd->acceptor->local().port();
+  req.succeed(fwd->port);
+  RemoteForward &ref = *fwd;
+  // A request for port 0 is remembered under the port actually bound (what cancel will name).
+  c.forwards[{req.address(), fwd->port}] = std::move(fwd);
+  ref.loop.spawn(forward_accept_loop(c, ref));
+}
+
+rt::Task<void> Server::forward_accept_loop(Conn &c, RemoteForward &fwd) {
+  for (;;) {
+    auto r = co_await fwd.acceptor->accept();
+    if (!r) {
+      if (r.error().code == ECANCELED || r.error().code == EBADF) co_return;
+      int s = co_await rt::sleep_for(100ms);
+      if (s == -ECANCELED) co_return;
+      continue;
+    }
+    c.ss->core().tasks().spawn(forward_pump(c, std::move(r.value()), fwd.requested_addr, fwd.port));
+  }
+}
+
+rt::Task<void> Server::forward_pump(Conn &c, rt::UniqueFd fd, std::string bound_addr, uint16_t bound_port) {
+  auto peer = net::Endpoint::of_socket_peer(fd.get());
+  auto ch = co_await c.ss->open_forwarded(bound_addr, bound_port, peer.ip(), peer.port(), kForwardOpenTimeout);
+  if (!ch) co_return;
+  stream::FdStream local(std::move(fd));
+  co_await stream::pump(*ch.value(), local);
+  local.close();
+}
+
+rt::Task<void> Server::stop_forward(std::unique_ptr<RemoteForward> fwd) {
+  co_await fwd->loop.close();
+  co_await fwd->acceptor->stop();
+}
+
+}  // namespace
+
+int run_serve(const cli::ServeOptions &opts) {
+  auto fail = [](const std::string &msg) {
+    std::fprintf(stderr, "error: %s\n", msg.c_str());
+    return 1;
+  };
+  if (opts.transport != "tcp") return fail("--transport " + opts.transport + " is not available in this build of alknet serve");
+  auto host_key = ssh::HostKey::load(opts.key);
+  if (!host_key) return fail(host_key.error().what);
+  auto policy = AuthPolicy::load(opts.authorized_keys, opts.cert_authorities);
+  if (!policy) return fail(policy.error().what);
+  for (const auto &w : policy->warnings())
+    std::fprintf(stderr, "warning: %s: %s\n", opts.authorized_keys.c_str(), w.c_str());
+  auto bind = ssh::ServerBind::create(host_key.value());
+  if (!bind) return fail(bind.error().what);
+
+  std::string host = opts.listen.host;
+  if (host.empty() || host == "*") host = "0.0.0.0";
+  if (host == "localhost") host = "127.0.0.1";
+  auto ep = net::Endpoint::from_ip(host, opts.listen.port);
+  if (!ep) return fail("--listen needs an IP address, not \"" + opts.listen.host + "\"");
+
+  rt::Reactor reactor;
+  rt::SignalWatch signals;
+  auto lfd = net::listen_tcp(*ep);
+  if (!lfd) return fail("cannot listen on " + ep->to_string() + ": " + lfd.error().what);
+  net::Acceptor acceptor(std::move(lfd.value()));
+  if (!opts.quiet)
+    std::fprintf(stderr, "alknet serve listening on %s transport=tcp host_key=%s\n", acceptor.local().to_string().c_str(),
+                 host_key.value()->fingerprint().c_str());
+  {
+    Server server(opts, std::move(policy.value()), std::move(bind.value()));
+    rt::run_blocking(server.run(acceptor, signals));
+  }
+  return 0;
+}
+
+}  // namespace alk::server

@@ -207,7 +207,9 @@ rt::Task<rt::Result<std::unique_ptr<Client>>> Client::connect(std::unique_ptr<st
 }
 
 void Client::accept_forwarded() {
-  if (!on_forwarded) return;
+  // Only while -R forwards exist: a miss overwrites libssh's session error text, which is
+  // where a concurrent channel-open failure's reason code is read from.
+  if (!on_forwarded || forwards_ == 0) return;
   for (int i = 0; i < 64; ++i) {
     int port = 0;
     // Deprecated in 0.10 without a client-side replacement; timeout 0 = one pass, no sleep.
@@ -226,14 +228,17 @@ rt::Task<rt::Result<std::unique_ptr<Channel>>> Client::open_direct_tcpip(const s
   if (!core_->alive()) co_return rt::Error{ECONNRESET, "SSH session is down"};
   ssh_channel raw = ssh_channel_new(core_->session());
   if (!raw) co_return rt::Error{ENOBUFS, "ssh_channel_new failed"};
-  auto ch = std::make_unique<Channel>(*core_, raw);
+  auto ch = std::make_unique<Channel>(*core_, raw, false);
   const std::string origin = peer_is_alknet_ ? kStatusOriginator : orig_host;
   auto deadline = rt::Clock::now() + timeout;
   for (;;) {
     if (!ch->raw() || !core_->alive()) co_return rt::Error{ECONNRESET, "SSH session lost"};
     int rc = ssh_channel_open_forward(ch->raw(), host.c_str(), port, origin.c_str(), orig_port);
     core_->kick();
-    if (rc == SSH_OK) break;
+    if (rc == SSH_OK) {
+      ch->mark_opened();
+      break;
+    }
     if (rc == SSH_ERROR) {
       int code = core_->alive() ? parse_open_failure(ssh_get_error(core_->session())) : ECONNRESET;
       co_return rt::Error{code, "channel open failed"};
@@ -274,7 +279,10 @@ rt::Task<rt::Result<void>> Client::listen_forward(const std::string &bind_host, 
     int bound = 0;
     int rc = ssh_channel_listen_forward(core_->session(), bind_host.c_str(), port, &bound);
     core_->kick();
-    if (rc == SSH_OK) co_return rt::Result<void>{};
+    if (rc == SSH_OK) {
+      ++forwards_;
+      co_return rt::Result<void>{};
+    }
     if (rc == SSH_ERROR)
       co_return rt::Error{rt::kErrNotAllowed, "server refused remote forward on " + bind_host + ":" + std::to_string(port)};
     if (rt::Clock::now() >= deadline) co_return rt::Error{ETIMEDOUT, "remote forward request timed out"};

@@ -76,6 +76,7 @@ class Client {
   std::string fingerprint_;
   bool peer_is_alknet_ = false;
   bool global_busy_ = false;
+  int forwards_ = 0;  // remote forwards granted on this session
 };
 
 // Maps an open failure (reason code and description, as OpenSSH sends them) to an

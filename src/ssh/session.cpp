@@ -198,7 +198,7 @@ rt::Task<void> SessionCore::shutdown(const char *why) {
 
 // -- Channel ------------------------------------------------------------------------------
 
-Channel::Channel(SessionCore &core, ssh_channel ch) : core_(&core), ch_(ch) {
+Channel::Channel(SessionCore &core, ssh_channel ch, bool opened) : core_(&core), ch_(ch), opened_(opened) {
   ssh_callbacks_init(&cb_);
   cb_.userdata = this;
   cb_.channel_data_function = &Channel::on_data;
@@ -227,7 +227,10 @@ void Channel::orphan() {
 void Channel::close() {
   if (!ch_) return;
   ssh_remove_channel_callbacks(ch_, &cb_);
-  core_->retire(std::exchange(ch_, nullptr));
+  if (opened_)
+    core_->retire(std::exchange(ch_, nullptr));
+  else
+    ssh_channel_free(std::exchange(ch_, nullptr));
   rx_.set();
 }
 

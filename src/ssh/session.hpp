@@ -101,7 +101,10 @@ class SessionCore {
 // within the peer's window and stop while the socket's output is still pending.
 class Channel final : public stream::Stream {
  public:
-  Channel(SessionCore &core, ssh_channel ch);
+  // opened=false for a channel whose open is still pending (it is freed, never closed, if
+  // the open fails: closing it would name a channel the peer never created).
+  Channel(SessionCore &core, ssh_channel ch, bool opened = true);
+  void mark_opened() { opened_ = true; }
   ~Channel() override;
   rt::Task<ssize_t> read(std::span<std::byte> buf) override;
   rt::Task<ssize_t> write(std::span<const std::byte> buf) override;
@@ -125,7 +128,7 @@ class Channel final : public stream::Stream {
   ssh_channel_callbacks_struct cb_{};
   rt::Event rx_, status_;
   int exit_status_ = -1;
-  bool eof_sent_ = false, remote_closed_ = false;
+  bool eof_sent_ = false, remote_closed_ = false, opened_ = true;
 };
 
 // SSH_MSG_CHANNEL_OPEN_FAILURE reason codes (RFC 4254 §5.1).

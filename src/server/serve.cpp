@@ -43,12 +43,18 @@ struct RemoteForward {
   rt::Scope loop;  // the accept loop (connections it opened live in the session's scope)
 };
 
+// Declared after its ServerSession, so it is torn down first: every task that holds a channel
+// or a pending ssh_message ends while the session still exists.
 struct Conn {
   std::string ip;
   ssh::ServerSession *ss = nullptr;
   Grant grant;
-  std::map<std::pair<std::string, uint16_t>, std::unique_ptr<RemoteForward>> forwards;
   bool stopping = false;
+  // Tunnels (dials and pumps). Ended before the session is disconnected: libssh 0.10's
+  // ssh_disconnect frees every ssh_channel, so no Channel may outlive that call.
+  rt::Scope tasks;
+  // After tasks: the accept loops spawn into tasks, so they must stop first.
+  std::map<std::pair<std::string, uint16_t>, std::unique_ptr<RemoteForward>> forwards;
 };
 
 class Server {
@@ -148,9 +154,9 @@ rt::Task<void> Server::serve(rt::UniqueFd fd) {
   auto started = rt::Clock::now();
   log_line("connection opened remote_addr=" + ip + " transport=tcp");
 
+  ssh::ServerSession ss(std::make_unique<stream::FdStream>(std::move(fd)));
   Conn conn;
   conn.ip = ip;
-  ssh::ServerSession ss(std::make_unique<stream::FdStream>(std::move(fd)));
   conn.ss = &ss;
   live_.insert(&conn);
   ss.on_auth = [this, &conn](const ssh::AuthAttempt &a) {
@@ -181,7 +187,9 @@ rt::Task<void> Server::serve(rt::UniqueFd fd) {
   // Stop listening for this session's -R forwards, then end the session and its channels.
   auto forwards = std::move(conn.forwards);
   for (auto &[key, fwd] : forwards) co_await stop_forward(std::move(fwd));
-  co_await ss.disconnect(conn.stopping ? "server shutting down" : "session ended");
+  co_await conn.tasks.close();
+  // Cancelled mid-way (drain timeout): Conn's destructor finishes the tasks, ~ServerSession the rest.
+  if (conn.tasks.empty()) co_await ss.disconnect(conn.stopping ? "server shutting down" : "session ended");
   live_.erase(&conn);
   double secs = std::chrono::duration<double>(rt::Clock::now() - started).count();
   char dur[32];
@@ -198,7 +206,7 @@ void Server::on_open(Conn &c, ssh::ChannelOpen op) {
     op.refuse();
     return;
   }
-  c.ss->core().tasks().spawn(dial_and_pump(c, std::move(op), v == DestVerdict::Allowed));
+  c.tasks.spawn(dial_and_pump(c, std::move(op), v == DestVerdict::Allowed));
 }
 
 rt::Task<void> Server::dial_and_pump(Conn &c, ssh::ChannelOpen op, bool allowed) {
@@ -251,7 +259,7 @@ void Server::on_forward(Conn &c, ssh::ForwardRequest req) {
     auto fwd = std::move(it->second);
     c.forwards.erase(it);
     req.succeed(0);
-    c.ss->core().tasks().spawn(stop_forward(std::move(fwd)));
+    c.tasks.spawn(stop_forward(std::move(fwd)));
     return;
   }
   if (!c.grant.port_forwarding || (req.port() != 0 && req.port() < 1024) || c.forwards.count(key) ||
@@ -292,7 +300,7 @@ rt::Task<void> Server::forward_accept_loop(Conn &c, RemoteForward &fwd) {
       if (s == -ECANCELED) co_return;
       continue;
     }
-    c.ss->core().tasks().spawn(forward_pump(c, std::move(r.value()), fwd.requested_addr, fwd.port));
+    c.tasks.spawn(forward_pump(c, std::move(r.value()), fwd.requested_addr, fwd.port));
   }
 }
 

@@ -61,7 +61,7 @@ void Reactor::run_once(bool block) {
     h.resume();
   }
   int r;
-  if (block && !ran && ready_.empty())
+  if (block && !ran && ready_.empty() && reaped_.empty())
     r = io_uring_submit_and_wait(&ring_, 1);
   else
     r = io_uring_submit(&ring_);
@@ -71,16 +71,14 @@ void Reactor::run_once(bool block) {
   // Copy the batch out first: resuming a coroutine may submit and even reap recursively.
   io_uring_cqe *cqes[256];
   unsigned n = io_uring_peek_batch_cqe(&ring_, cqes, 256);
-  struct Done {
-    uint64_t data;
-    int32_t res;
-    uint32_t flags;
-  } batch[256];
-  for (unsigned i = 0; i < n; ++i) batch[i] = {cqes[i]->user_data, cqes[i]->res, cqes[i]->flags};
+  for (unsigned i = 0; i < n; ++i) reaped_.push_back({cqes[i]->user_data, cqes[i]->res, cqes[i]->flags});
   io_uring_cq_advance(&ring_, n);
-  for (unsigned i = 0; i < n; ++i) {
-    if (batch[i].data == kIgnored) continue;
-    reinterpret_cast<Completion *>(batch[i].data)->complete(batch[i].res, batch[i].flags);
+  // Dispatch at most what was queued when this turn began (a nested loop may take some).
+  for (size_t left = reaped_.size(); left > 0 && !reaped_.empty(); --left) {
+    Reaped d = reaped_.front();
+    reaped_.pop_front();
+    if (d.data == kIgnored) continue;
+    reinterpret_cast<Completion *>(d.data)->complete(d.res, d.flags);
   }
 }
 

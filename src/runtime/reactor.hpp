@@ -58,8 +58,17 @@ class Reactor {
 
  private:
   friend struct OpBase;
+  struct Reaped {
+    uint64_t data;
+    int32_t res;
+    uint32_t flags;
+  };
   io_uring ring_{};
   std::deque<std::coroutine_handle<>> ready_;
+  // CQEs taken off the ring but not dispatched yet. A member, not a local: a completion may
+  // run a nested loop (a Scope or Acceptor destructor waiting for its children), and that
+  // loop must dispatch the rest of the batch, which may hold exactly the CQEs it waits for.
+  std::deque<Reaped> reaped_;
   uint64_t inflight_ = 0;
   Reactor *prev_ = nullptr;
 };

@@ -12,6 +12,7 @@
 #include <algorithm>
 #include <array>
 #include <cerrno>
+#include <cstdlib>
 #include <cstring>
 #include <deque>
 #include <set>
@@ -45,6 +46,12 @@ constexpr rt::Duration kLinger = 3s;
 constexpr size_t kBatchBytes = 65000;
 constexpr size_t kMaxBatchPackets = 64;
 constexpr size_t kRecvBufSize = 65536;
+// Provided receive buffers: header + source address + one datagram each. Our transport
+// parameter max_udp_payload_size keeps peers' datagrams within a slot.
+constexpr unsigned kRxSlots = 256;  // power of two
+constexpr size_t kRxSlotSize = 2048;
+constexpr uint64_t kMaxUdpPayload = kRxSlotSize - sizeof(io_uring_recvmsg_out) - sizeof(sockaddr_storage);
+int g_next_bgid = 0;
 constexpr int kSocketBuf = 4 * 1024 * 1024;
 constexpr ngtcp2_tstamp kNever = UINT64_MAX;
 
@@ -171,19 +178,31 @@ class Core : public std::enable_shared_from_this<Core> {
     local_ = net::Endpoint::of_socket_local(fd_.get());
     ++g_live_endpoints;
   }
-  virtual ~Core() { --g_live_endpoints; }
+  virtual ~Core() {
+    if (bgid_ >= 0) io_uring_unregister_buf_ring(rt::Reactor::current().ring(), bgid_);
+    --g_live_endpoints;
+  }
   Core(const Core &) = delete;
   Core &operator=(const Core &) = delete;
 
   void start() {
-    tasks_.spawn(recv_loop(shared_from_this()));
+    recv_cqe_.core = this;
+    if (setup_buf_ring()) tasks_.spawn(recv_loop(shared_from_this()));
+    else tasks_.spawn(recv_loop_single(shared_from_this()));
     tasks_.spawn(send_loop(shared_from_this()));
     tasks_.spawn(timer_loop(shared_from_this()));
   }
-  // Non-blocking: the loops end at their next resumption.
+  // Non-blocking: wakes every loop; each ends once nothing of the kernel's points into us.
   void stop_loops() {
+    if (stopping_) return;
     stopping_ = true;
-    tasks_.cancel();
+    if (recv_armed_) rt::Reactor::current().cancel(&recv_cqe_);
+    if (sleeping_recv_ != nullptr) rt::Reactor::current().cancel(sleeping_recv_);
+    if (sleeping_ != nullptr) rt::Reactor::current().cancel(sleeping_);
+    sleeping_ = nullptr;
+    recv_ev_.set();
+    send_ev_.set();
+    timer_ev_.set();
   }
   rt::Scope &tasks() { return tasks_; }
   const net::Endpoint &local() const { return local_; }
@@ -218,7 +237,19 @@ class Core : public std::enable_shared_from_this<Core> {
   bool stopping_ = false;
 
  private:
+  // Multishot recvmsg into a provided-buffer ring: one SQE receives datagram after datagram
+  // in arrival order, and every datagram that arrived during a reactor turn is handled in
+  // one go (so their ACKs coalesce) before the send loop runs.
+  struct RecvCompletion final : rt::Completion {
+    Core *core = nullptr;
+    void complete(int32_t res, uint32_t flags) override { core->on_recv_cqe(res, flags); }
+  };
+  bool setup_buf_ring();
+  void arm_recv();
+  void on_recv_cqe(int32_t res, uint32_t flags);
+  void give_back(uint16_t bid);
   static rt::Task<void> recv_loop(std::shared_ptr<Core> self);
+  static rt::Task<void> recv_loop_single(std::shared_ptr<Core> self);
   static rt::Task<void> send_loop(std::shared_ptr<Core> self);
   static rt::Task<void> timer_loop(std::shared_ptr<Core> self);
   rt::Task<void> flush(std::shared_ptr<Connection> c);
@@ -227,6 +258,19 @@ class Core : public std::enable_shared_from_this<Core> {
 
   net::Endpoint local_;
   std::array<uint8_t, 32> reset_secret_{};
+  RecvCompletion recv_cqe_;
+  int bgid_ = -1;
+  struct FreeDeleter {
+    void operator()(void *p) const { std::free(p); }
+  };
+  std::unique_ptr<io_uring_buf_ring, FreeDeleter> buf_ring_;
+  std::unique_ptr<uint8_t[]> rx_bufs_;
+  msghdr recv_msg_{};
+  bool recv_armed_ = false;
+  int recv_error_ = 0;
+  std::deque<std::pair<uint16_t, int32_t>> rx_done_;  // buffer id, CQE result
+  rt::Event recv_ev_;
+  rt::Completion *sleeping_recv_ = nullptr;  // the single-shot fallback's pending recvmsg
   bool gso_ = true;
   std::deque<std::shared_ptr<Connection>> send_q_;
   rt::Event send_ev_;
@@ -461,6 +505,7 @@ void Connection::fill_params(ngtcp2_settings &s, ngtcp2_transport_params &p, rt:
   p.initial_max_streams_bidi = server_ ? 1 : 0;  // the one stream, always opened by the client
   p.initial_max_streams_uni = 0;
   p.max_idle_timeout = ns(idle);
+  p.max_udp_payload_size = kMaxUdpPayload;
   setup_deadline_ = now + (ns(hs) > 0 ? ns(hs) : 10 * NGTCP2_SECONDS);
 }
 
@@ -694,7 +739,8 @@ void Core::update_timer(Connection &c) {
   }
 }
 
-rt::Task<void> Core::recv_loop(std::shared_ptr<Core> self) {
+// Fallback for kernels without provided-buffer rings: one recvmsg at a time.
+rt::Task<void> Core::recv_loop_single(std::shared_ptr<Core> self) {
   auto buf = std::make_unique<uint8_t[]>(kRecvBufSize);
   sockaddr_storage from{};
   iovec iov{buf.get(), kRecvBufSize};
@@ -705,7 +751,10 @@ rt::Task<void> Core::recv_loop(std::shared_ptr<Core> self) {
     msg.msg_namelen = sizeof from;
     msg.msg_iov = &iov;
     msg.msg_iovlen = 1;
-    const int n = co_await rt::recvmsg(self->fd_.get(), &msg, 0);
+    auto op = rt::recvmsg(self->fd_.get(), &msg, 0);
+    self->sleeping_recv_ = &op;
+    const int n = co_await op;
+    self->sleeping_recv_ = nullptr;
     if (self->stopping_ || n == -ECANCELED) break;
     if (n < 0) {
       // ICMP errors surface on connected UDP sockets; they are no reason to stop listening.
@@ -719,6 +768,93 @@ rt::Task<void> Core::recv_loop(std::shared_ptr<Core> self) {
     ep.len = msg.msg_namelen;
     self->on_datagram(std::span<const uint8_t>(buf.get(), static_cast<size_t>(n)), ep);
     if (++budget % 64 == 0) co_await rt::yield();
+  }
+}
+
+bool Core::setup_buf_ring() {
+  void *mem = nullptr;
+  if (posix_memalign(&mem, 4096, kRxSlots * sizeof(io_uring_buf)) != 0) return false;
+  buf_ring_.reset(static_cast<io_uring_buf_ring *>(mem));
+  rx_bufs_ = std::make_unique<uint8_t[]>(kRxSlots * kRxSlotSize);
+  io_uring_buf_ring_init(buf_ring_.get());
+  const int bgid = 0x4000 + (g_next_bgid++ % 0x4000);  // our own range of group ids
+  io_uring_buf_reg reg{};
+  reg.ring_addr = reinterpret_cast<uint64_t>(buf_ring_.get());
+  reg.ring_entries = kRxSlots;
+  reg.bgid = static_cast<uint16_t>(bgid);
+  if (io_uring_register_buf_ring(rt::Reactor::current().ring(), &reg, 0) != 0) {
+    buf_ring_.reset();
+    rx_bufs_.reset();
+    return false;
+  }
+  bgid_ = bgid;
+  for (unsigned i = 0; i < kRxSlots; ++i)
+    io_uring_buf_ring_add(buf_ring_.get(), rx_bufs_.get() + i * kRxSlotSize, kRxSlotSize, static_cast<uint16_t>(i),
+                          io_uring_buf_ring_mask(kRxSlots), static_cast<int>(i));
+  io_uring_buf_ring_advance(buf_ring_.get(), kRxSlots);
+  recv_msg_.msg_namelen = sizeof(sockaddr_storage);
+  recv_msg_.msg_controllen = 0;
+  return true;
+}
+
+void Core::arm_recv() {
+  if (recv_armed_ || stopping_) return;
+  io_uring_sqe *sqe = rt::Reactor::current().sqe();
+  io_uring_prep_recvmsg_multishot(sqe, fd_.get(), &recv_msg_, 0);
+  sqe->flags |= IOSQE_BUFFER_SELECT;
+  sqe->buf_group = static_cast<uint16_t>(bgid_);
+  io_uring_sqe_set_data(sqe, static_cast<rt::Completion *>(&recv_cqe_));
+  recv_armed_ = true;
+}
+
+void Core::on_recv_cqe(int32_t res, uint32_t flags) {
+  if (!(flags & IORING_CQE_F_MORE)) recv_armed_ = false;
+  if (flags & IORING_CQE_F_BUFFER) {
+    rx_done_.emplace_back(static_cast<uint16_t>(flags >> IORING_CQE_BUFFER_SHIFT), res);
+  } else if (res < 0 && res != -ENOBUFS && res != -ECANCELED) {
+    recv_error_ = res;
+  }
+  recv_ev_.set();
+}
+
+void Core::give_back(uint16_t bid) {
+  io_uring_buf_ring_add(buf_ring_.get(), rx_bufs_.get() + size_t(bid) * kRxSlotSize, kRxSlotSize, bid,
+                        io_uring_buf_ring_mask(kRxSlots), 0);
+  io_uring_buf_ring_advance(buf_ring_.get(), 1);
+}
+
+rt::Task<void> Core::recv_loop(std::shared_ptr<Core> self) {
+  Core &c = *self;
+  for (;;) {
+    if (c.recv_error_ == -EBADF || c.recv_error_ == -ENOTSOCK || c.recv_error_ == -EINVAL) c.stop_loops();
+    c.recv_error_ = 0;  // ICMP errors on connected sockets end a multishot: just re-arm
+    // Re-armed only here, after buffers went back, so ENOBUFS cannot spin.
+    c.arm_recv();
+    if (c.rx_done_.empty()) {
+      if (c.stopping_ && !c.recv_armed_) break;  // nothing in the kernel points at us any more
+      c.recv_ev_.reset();
+      const bool ok = co_await c.recv_ev_.wait();
+      (void)ok;
+      continue;
+    }
+    while (!c.rx_done_.empty()) {
+      const auto [bid, res] = c.rx_done_.front();
+      c.rx_done_.pop_front();
+      uint8_t *buf = c.rx_bufs_.get() + size_t(bid) * kRxSlotSize;
+      io_uring_recvmsg_out *o = io_uring_recvmsg_validate(buf, res, &c.recv_msg_);
+      // Empty and truncated datagrams are never QUIC (and ngtcp2 asserts on empty input).
+      if (o != nullptr && !c.stopping_ && !(o->flags & MSG_TRUNC)) {
+        const unsigned len = io_uring_recvmsg_payload_length(o, res, &c.recv_msg_);
+        if (len > 0 && o->namelen <= sizeof(sockaddr_storage)) {
+          net::Endpoint ep;
+          std::memcpy(&ep.ss, io_uring_recvmsg_name(o), o->namelen);
+          ep.len = o->namelen;
+          c.on_datagram(std::span<const uint8_t>(static_cast<uint8_t *>(io_uring_recvmsg_payload(o, &c.recv_msg_)), len),
+                        ep);
+        }
+      }
+      c.give_back(bid);
+    }
   }
 }
 

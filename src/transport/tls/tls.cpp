@@ -443,8 +443,15 @@ rt::Result<std::shared_ptr<TlsServerContext>> TlsServerContext::create(const Tls
   SSL_CTX_set_max_proto_version(ctx.get(), TLS1_3_VERSION);
   if (SSL_CTX_use_certificate_chain_file(ctx.get(), cfg.cert_file.c_str()) != 1)
     return rt::Error{EINVAL, "tls: certificate " + cfg.cert_file + ": " + ssl_error_text("unusable")};
-  if (SSL_CTX_use_PrivateKey_file(ctx.get(), cfg.key_file.c_str(), SSL_FILETYPE_PEM) != 1)
+  if (SSL_CTX_use_PrivateKey_file(ctx.get(), cfg.key_file.c_str(), SSL_FILETYPE_PEM) != 1) {
+    uint32_t e = ERR_peek_last_error();
+    if (ERR_GET_LIB(e) == ERR_LIB_X509 &&
+        (ERR_GET_REASON(e) == X509_R_KEY_TYPE_MISMATCH || ERR_GET_REASON(e) == X509_R_KEY_VALUES_MISMATCH)) {
+      ERR_clear_error();
+      return rt::Error{EINVAL, "tls: key " + cfg.key_file + " does not match certificate " + cfg.cert_file};
+    }
     return rt::Error{EINVAL, "tls: key " + cfg.key_file + ": " + ssl_error_text("unusable")};
+  }
   if (SSL_CTX_check_private_key(ctx.get()) != 1)
     return rt::Error{EINVAL, "tls: key " + cfg.key_file + " does not match certificate " + cfg.cert_file};
   auto out = std::make_shared<TlsServerContext>(Private{}, cfg, std::move(ctx));

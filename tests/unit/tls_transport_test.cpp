@@ -1,0 +1,719 @@
+// TLS transport over loopback: our client against our server in one reactor, and openssl
+// s_client against our server for interop and stealth. Certificates are made at test time.
+#include <fcntl.h>
+#include <signal.h>
+#include <spawn.h>
+#include <sys/socket.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <catch2/catch.hpp>
+#include <chrono>
+#include <cstdlib>
+#include <filesystem>
+#include <fstream>
+#include <optional>
+#include <sstream>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "net/socket.hpp"
+#include "runtime/reactor.hpp"
+#include "runtime/scope.hpp"
+#include "stream/stream.hpp"
+#include "transport/tls/tls.hpp"
+
+using namespace alk;
+using namespace std::chrono_literals;
+using transport::TlsClientConfig;
+using transport::TlsClientContext;
+using transport::TlsServerConfig;
+using transport::TlsServerContext;
+using StreamResult = rt::Result<std::unique_ptr<stream::Stream>>;
+
+extern char **environ;
+
+namespace {
+
+size_t open_fds() {
+  size_t n = 0;
+  for (int fd = 0; fd < 4096; ++fd)
+    if (fcntl(fd, F_GETFD) != -1) ++n;
+  return n;
+}
+
+struct Fixtures {
+  std::string dir, cert, key, rsa_cert, rsa_key, garbage;
+  ~Fixtures() {
+    std::error_code ec;
+    if (!dir.empty()) std::filesystem::remove_all(dir, ec);
+  }
+};
+
+// One self-signed EC and one RSA certificate for localhost / 127.0.0.1, made once per run.
+const Fixtures &fixtures() {
+  // Filled in place: a copy's destructor would delete the directory.
+  static Fixtures x;
+  static bool made = [] {
+    char tmpl[] = "/tmp/alknet-tls-test-XXXXXX";
+    REQUIRE(mkdtemp(tmpl) != nullptr);
+    x.dir = tmpl;
+    x.cert = x.dir + "/cert.pem";
+    x.key = x.dir + "/key.pem";
+    x.rsa_cert = x.dir + "/rsa-cert.pem";
+    x.rsa_key = x.dir + "/rsa-key.pem";
+    x.garbage = x.dir + "/garbage.pem";
+    const std::string san = " -subj /CN=localhost -addext subjectAltName=DNS:localhost,IP:127.0.0.1 2>/dev/null";
+    std::string ec = "openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -days 2 -keyout " +
+                     x.key + " -out " + x.cert + san;
+    std::string rsa = "openssl req -x509 -newkey rsa:2048 -nodes -days 2 -keyout " + x.rsa_key + " -out " +
+                      x.rsa_cert + san;
+    REQUIRE(std::system(ec.c_str()) == 0);
+    REQUIRE(std::system(rsa.c_str()) == 0);
+    std::ofstream(x.garbage) << "this is not a certificate\n";
+    return true;
+  }();
+  (void)made;
+  return x;
+}
+
+std::shared_ptr<TlsServerContext> server_ctx(TlsServerConfig cfg = {}) {
+  if (cfg.cert_file.empty()) cfg.cert_file = fixtures().cert;
+  if (cfg.key_file.empty()) cfg.key_file = fixtures().key;
+  auto r = TlsServerContext::create(cfg);
+  INFO((r ? std::string() : r.error().what));
+  REQUIRE(r);
+  return r.value();
+}
+
+std::shared_ptr<TlsClientContext> client_ctx(TlsClientConfig cfg) {
+  auto r = TlsClientContext::create(cfg);
+  INFO((r ? std::string() : r.error().what));
+  REQUIRE(r);
+  return r.value();
+}
+
+std::shared_ptr<TlsClientContext> insecure_client() {
+  TlsClientConfig c;
+  c.server_name = "localhost";
+  c.insecure = true;
+  return client_ctx(c);
+}
+
+struct Listener {
+  rt::UniqueFd fd;
+  uint16_t port = 0;
+  Listener() {
+    auto l = net::listen_tcp(*net::Endpoint::from_ip("127.0.0.1", 0));
+    REQUIRE(l);
+    fd = std::move(l.value());
+    port = net::Endpoint::of_socket_local(fd.get()).port();
+  }
+};
+
+rt::Task<rt::Result<rt::UniqueFd>> dial(uint16_t port) {
+  co_return co_await net::connect_tcp(*net::Endpoint::from_ip("127.0.0.1", port), 5s);
+}
+
+rt::Task<void> do_accept(int lfd, std::shared_ptr<TlsServerContext> ctx, std::optional<StreamResult> &out) {
+  int fd = co_await rt::accept(lfd);
+  if (fd < 0) {
+    out.emplace(rt::errno_error(-fd, "accept"));
+    co_return;
+  }
+  auto r = co_await transport::tls_accept(std::move(ctx), rt::UniqueFd(fd));
+  out.emplace(std::move(r));
+}
+
+rt::Task<void> do_connect(uint16_t port, std::shared_ptr<TlsClientContext> ctx, std::optional<StreamResult> &out) {
+  auto fd = co_await dial(port);
+  if (!fd) {
+    out.emplace(fd.error());
+    co_return;
+  }
+  auto r = co_await transport::tls_connect(std::move(ctx), std::move(fd.value()));
+  out.emplace(std::move(r));
+}
+
+struct Both {
+  std::optional<StreamResult> client, server;
+};
+
+// Runs a client handshake and a server handshake against each other in one reactor.
+rt::Task<void> handshake_both(std::shared_ptr<TlsServerContext> s, std::shared_ptr<TlsClientContext> c, Both &out) {
+  Listener l;
+  rt::Scope sc;
+  sc.spawn(do_accept(l.fd.get(), s, out.server));
+  sc.spawn(do_connect(l.port, c, out.client));
+  co_await sc.join();
+}
+
+Both handshake(std::shared_ptr<TlsServerContext> s, std::shared_ptr<TlsClientContext> c) {
+  Both b;
+  rt::run_blocking(handshake_both(std::move(s), std::move(c), b));
+  REQUIRE(b.client);
+  REQUIRE(b.server);
+  return b;
+}
+
+std::span<const std::byte> bytes(std::string_view s) { return std::as_bytes(std::span(s.data(), s.size())); }
+
+// Reads until end of stream (or error, returned as negative in err).
+rt::Task<std::string> read_all(stream::Stream &s, int &err) {
+  std::string out;
+  std::byte buf[16384];
+  for (;;) {
+    ssize_t n = co_await s.read(buf);
+    if (n < 0) err = int(-n);
+    if (n <= 0) break;
+    out.append(reinterpret_cast<const char *>(buf), size_t(n));
+  }
+  co_return out;
+}
+
+rt::Task<int> write_str(stream::Stream &s, std::string_view text) {
+  ssize_t n = co_await s.write(bytes(text));
+  co_return n < 0 ? int(n) : 0;
+}
+
+std::vector<std::byte> pattern(size_t n, uint64_t seed) {
+  std::vector<std::byte> v(n);
+  uint64_t x = seed * 0x9E3779B97F4A7C15ull + 1;
+  for (auto &b : v) {
+    x ^= x << 13;
+    x ^= x >> 7;
+    x ^= x << 17;
+    b = std::byte(x);
+  }
+  return v;
+}
+
+// Writes data in uneven pieces, then half-closes.
+rt::Task<void> write_all(stream::Stream &s, const std::vector<std::byte> &data, int &err) {
+  size_t off = 0, step = 1;
+  while (off < data.size()) {
+    size_t n = std::min(data.size() - off, step);
+    ssize_t w = co_await s.write(std::span(data).subspan(off, n));
+    if (w < 0) {
+      err = int(-w);
+      co_return;
+    }
+    off += n;
+    step = step * 3 % 300007 + 1;  // 1 B .. ~300 KiB
+  }
+  int r = co_await s.shutdown_write();
+  if (r < 0) err = -r;
+}
+
+rt::Task<void> read_into(stream::Stream &s, std::vector<std::byte> &out, int &err) {
+  std::vector<std::byte> buf(100000);
+  for (;;) {
+    ssize_t n = co_await s.read(buf);
+    if (n < 0) err = int(-n);
+    if (n <= 0) co_return;
+    out.insert(out.end(), buf.begin(), buf.begin() + n);
+  }
+}
+
+// Echo on a raw fd: what pump's far side talks to.
+rt::Task<void> fd_echo(int fd) {
+  std::vector<std::byte> buf(65536);
+  for (;;) {
+    int n = co_await rt::recv(fd, buf);
+    if (n <= 0) break;
+    int off = 0;
+    while (off < n) {
+      int w = co_await rt::send(fd, std::span(buf).subspan(size_t(off), size_t(n - off)));
+      if (w <= 0) co_return;
+      off += w;
+    }
+  }
+  ::shutdown(fd, SHUT_WR);
+}
+
+// openssl s_client as an independent peer: stdin is a pipe we hold, stdout goes to a file.
+struct SClient {
+  pid_t pid = -1;
+  int stdin_fd = -1;
+  std::string out_path;
+
+  SClient(uint16_t port, std::vector<std::string> extra) {
+    out_path = fixtures().dir + "/s_client." + std::to_string(port) + ".out";
+    int p[2];
+    REQUIRE(pipe2(p, O_CLOEXEC) == 0);
+    stdin_fd = p[1];
+    std::vector<std::string> args = {"openssl", "s_client", "-connect", "127.0.0.1:" + std::to_string(port),
+                                     "-servername", "localhost", "-quiet"};
+    args.insert(args.end(), extra.begin(), extra.end());
+    std::vector<char *> argv;
+    for (auto &a : args) argv.push_back(a.data());
+    argv.push_back(nullptr);
+    posix_spawn_file_actions_t fa;
+    posix_spawn_file_actions_init(&fa);
+    posix_spawn_file_actions_adddup2(&fa, p[0], 0);
+    posix_spawn_file_actions_addopen(&fa, 1, out_path.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0600);
+    posix_spawn_file_actions_addopen(&fa, 2, "/dev/null", O_WRONLY, 0);
+    REQUIRE(posix_spawnp(&pid, "openssl", &fa, nullptr, argv.data(), environ) == 0);
+    posix_spawn_file_actions_destroy(&fa);
+    ::close(p[0]);
+  }
+  void send(std::string_view s) { REQUIRE(::write(stdin_fd, s.data(), s.size()) == ssize_t(s.size())); }
+  // Waits (bounded) for s_client to end and returns what it printed.
+  std::string finish() {
+    ::close(stdin_fd);
+    stdin_fd = -1;
+    int status = 0;
+    for (int i = 0; i < 500; ++i) {
+      if (waitpid(pid, &status, WNOHANG) == pid) {
+        pid = -1;
+        break;
+      }
+      std::this_thread::sleep_for(10ms);
+    }
+    if (pid > 0) {
+      kill(pid, SIGKILL);
+      waitpid(pid, &status, 0);
+      pid = -1;
+      FAIL("openssl s_client did not exit");
+    }
+    std::ifstream in(out_path, std::ios::binary);
+    std::stringstream ss;
+    ss << in.rdbuf();
+    return ss.str();
+  }
+  ~SClient() {
+    if (stdin_fd >= 0) ::close(stdin_fd);
+    if (pid > 0) {
+      kill(pid, SIGKILL);
+      waitpid(pid, nullptr, 0);
+    }
+  }
+};
+
+// Accepts one connection with stealth on; on success echoes what the client sends back.
+rt::Task<void> stealth_server(int lfd, std::shared_ptr<TlsServerContext> ctx, std::optional<rt::Error> &err,
+                              std::string &got) {
+  std::optional<StreamResult> r;
+  co_await do_accept(lfd, std::move(ctx), r);
+  if (!r->ok()) {
+    err = r->error();
+    co_return;
+  }
+  auto &s = *r->value();
+  int e = 0;
+  got = co_await read_all(s, e);
+  co_await write_str(s, got);
+  co_await s.shutdown_write();
+  s.close();
+}
+
+TlsServerConfig stealth_cfg(rt::Duration peek = 2s) {
+  TlsServerConfig c;
+  c.stealth = true;
+  c.peek_timeout = peek;
+  return c;
+}
+
+}  // namespace
+
+TEST_CASE("stealth classifier: prefix compare of SSH-2.0-", "[tls][stealth]") {
+  using transport::classify_first_bytes;
+  using transport::PeekVerdict;
+  auto v = [](std::string_view s) { return classify_first_bytes(bytes(s)); };
+  CHECK(v("") == PeekVerdict::NeedMore);
+  CHECK(v("S") == PeekVerdict::NeedMore);
+  CHECK(v("SSH-2.0") == PeekVerdict::NeedMore);
+  CHECK(v("SSH-2.0-") == PeekVerdict::Ssh);
+  CHECK(v("SSH-2.0-OpenSSH_9.2\r\n") == PeekVerdict::Ssh);
+  CHECK(v("G") == PeekVerdict::NotSsh);
+  CHECK(v("GET / HTTP/1.1\r\n") == PeekVerdict::NotSsh);
+  CHECK(v("SSH-1.99-old") == PeekVerdict::NotSsh);
+  CHECK(v("ssh-2.0-") == PeekVerdict::NotSsh);
+  CHECK(v(std::string_view("SSH\0", 4)) == PeekVerdict::NotSsh);
+  CHECK(v("SSH-2.0_") == PeekVerdict::NotSsh);
+}
+
+TEST_CASE("server context: errors name the file and the reason", "[tls]") {
+  const auto &f = fixtures();
+  TlsServerConfig c;
+  c.cert_file = f.dir + "/missing.pem";
+  c.key_file = f.key;
+  auto r = TlsServerContext::create(c);
+  REQUIRE_FALSE(r);
+  CHECK_THAT(r.error().what, Catch::Contains(c.cert_file) && Catch::Contains("No such file"));
+
+  c.cert_file = f.garbage;
+  r = TlsServerContext::create(c);
+  REQUIRE_FALSE(r);
+  CHECK_THAT(r.error().what, Catch::Contains(f.garbage) && Catch::Contains("no PEM data"));
+
+  c.cert_file = f.cert;
+  c.key_file = f.garbage;
+  r = TlsServerContext::create(c);
+  REQUIRE_FALSE(r);
+  CHECK_THAT(r.error().what, Catch::Contains(f.garbage));
+
+  c.key_file = f.rsa_key;  // the RSA key does not belong to the EC certificate
+  r = TlsServerContext::create(c);
+  REQUIRE_FALSE(r);
+  CHECK_THAT(r.error().what, Catch::Contains("does not match"));
+
+  c.cert_file = f.rsa_cert;
+  CHECK(TlsServerContext::create(c));
+  c.cert_file = f.cert;
+  c.key_file = f.key;
+  CHECK(TlsServerContext::create(c));
+}
+
+TEST_CASE("client context: unreadable CA file and missing name are refused", "[tls]") {
+  TlsClientConfig c;
+  c.server_name = "localhost";
+  c.ca_file = fixtures().dir + "/no-ca.pem";
+  auto r = TlsClientContext::create(c);
+  REQUIRE_FALSE(r);
+  CHECK_THAT(r.error().what, Catch::Contains(c.ca_file));
+  c.ca_file = fixtures().garbage;
+  CHECK_FALSE(TlsClientContext::create(c));
+  c.ca_file.clear();
+  c.server_name.clear();
+  CHECK_FALSE(TlsClientContext::create(c));
+}
+
+TEST_CASE("8 MiB byte-exact through TLS, pump and an echo", "[tls]") {
+  rt::Reactor reactor;
+  auto sctx = server_ctx();
+  auto cctx = insecure_client();
+  auto data = pattern(8 << 20, 1);
+  std::vector<std::byte> back;
+  int werr = 0, rerr = 0;
+  stream::PumpStats stats;
+  rt::run_blocking([](auto sctx, auto cctx, auto &data, auto &back, int &werr, int &rerr,
+                      stream::PumpStats &stats) -> rt::Task<void> {
+    Both b;
+    co_await handshake_both(sctx, cctx, b);
+    REQUIRE(b.client->ok());
+    REQUIRE(b.server->ok());
+    auto &client = *b.client->value();
+    auto &server = *b.server->value();
+    int sp[2];
+    REQUIRE(socketpair(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0, sp) == 0);
+    stream::FdStream near(rt::UniqueFd{sp[0]});
+    rt::UniqueFd far(sp[1]);
+    rt::Scope sc;
+    sc.spawn(fd_echo(far.get()));
+    sc.spawn([](stream::Stream &a, stream::Stream &b, stream::PumpStats &st) -> rt::Task<void> {
+      st = co_await stream::pump(a, b);
+    }(server, near, stats));
+    sc.spawn(write_all(client, data, werr));
+    sc.spawn(read_into(client, back, rerr));
+    co_await sc.join();
+  }(sctx, cctx, data, back, werr, rerr, stats));
+  CHECK(werr == 0);
+  CHECK(rerr == 0);
+  CHECK(stats.error == 0);
+  CHECK(stats.a_to_b == data.size());
+  CHECK(stats.b_to_a == data.size());
+  REQUIRE(back.size() == data.size());
+  CHECK((back == data));  // parenthesised: never print 8 MiB
+}
+
+TEST_CASE("8 MiB each way at once, independent data", "[tls]") {
+  rt::Reactor reactor;
+  auto data_c = pattern(8 << 20, 2), data_s = pattern(8 << 20, 3);
+  std::vector<std::byte> got_c, got_s;
+  int e[4] = {};
+  rt::run_blocking([](auto sctx, auto cctx, auto &dc, auto &ds, auto &gc, auto &gs, int *e) -> rt::Task<void> {
+    Both b;
+    co_await handshake_both(sctx, cctx, b);
+    REQUIRE(b.client->ok());
+    REQUIRE(b.server->ok());
+    rt::Scope sc;
+    sc.spawn(write_all(*b.client->value(), dc, e[0]));
+    sc.spawn(read_into(*b.client->value(), gc, e[1]));
+    sc.spawn(write_all(*b.server->value(), ds, e[2]));
+    sc.spawn(read_into(*b.server->value(), gs, e[3]));
+    co_await sc.join();
+  }(server_ctx(), insecure_client(), data_c, data_s, got_c, got_s, e));
+  CHECK(e[0] == 0);
+  CHECK(e[1] == 0);
+  CHECK(e[2] == 0);
+  CHECK(e[3] == 0);
+  CHECK((got_s == data_c));
+  CHECK((got_c == data_s));
+}
+
+TEST_CASE("self-signed certificate is refused against the system store", "[tls]") {
+  rt::Reactor reactor;
+  TlsClientConfig c;
+  c.server_name = "localhost";
+  auto b = handshake(server_ctx(), client_ctx(c));
+  REQUIRE_FALSE(b.client->ok());
+  CHECK_THAT(b.client->error().what, Catch::Contains("not trusted"));
+  CHECK_FALSE(b.server->ok());
+}
+
+TEST_CASE("ca_file = the certificate is trusted, by name and by IP", "[tls]") {
+  rt::Reactor reactor;
+  TlsClientConfig c;
+  c.ca_file = fixtures().cert;
+  c.server_name = GENERATE("localhost", "127.0.0.1");
+  auto b = handshake(server_ctx(), client_ctx(c));
+  INFO((b.client->ok() ? std::string() : b.client->error().what));
+  CHECK(b.client->ok());
+  CHECK(b.server->ok());
+}
+
+TEST_CASE("a server name the certificate does not carry fails", "[tls]") {
+  rt::Reactor reactor;
+  TlsClientConfig c;
+  c.ca_file = fixtures().cert;
+  c.server_name = GENERATE("example.com", "127.0.0.2");
+  auto b = handshake(server_ctx(), client_ctx(c));
+  REQUIRE_FALSE(b.client->ok());
+  CHECK_THAT(b.client->error().what, Catch::Contains(c.server_name));
+  CHECK_FALSE(b.server->ok());
+}
+
+TEST_CASE("insecure accepts a self-signed certificate, RSA too", "[tls]") {
+  rt::Reactor reactor;
+  TlsServerConfig s;
+  s.cert_file = GENERATE(as<std::string>{}, "", fixtures().rsa_cert);
+  s.key_file = s.cert_file.empty() ? "" : fixtures().rsa_key;
+  auto b = handshake(server_ctx(s), insecure_client());
+  CHECK(b.client->ok());
+  CHECK(b.server->ok());
+}
+
+TEST_CASE("ALPN mismatch fails the handshake without stealth", "[tls]") {
+  rt::Reactor reactor;
+  SECTION("client offers another protocol") {
+    TlsClientConfig c;
+    c.server_name = "localhost";
+    c.insecure = true;
+    c.alpn = "h2";
+    auto b = handshake(server_ctx(), client_ctx(c));
+    CHECK_FALSE(b.client->ok());
+    REQUIRE_FALSE(b.server->ok());
+    CHECK(b.server->error().code == rt::kErrProtocol);
+  }
+  SECTION("server does not speak alknet-ssh") {
+    TlsServerConfig s;
+    s.alpn = {"something-else"};
+    auto b = handshake(server_ctx(s), insecure_client());
+    REQUIRE_FALSE(b.client->ok());
+    CHECK(b.client->error().code == rt::kErrProtocol);
+    CHECK_FALSE(b.server->ok());
+  }
+}
+
+TEST_CASE("stealth: s_client with -alpn http/1.1 or no ALPN gets exactly the 404", "[tls][stealth]") {
+  rt::Reactor reactor;
+  std::vector<std::string> extra = GENERATE(std::vector<std::string>{"-alpn", "http/1.1"},
+                                            std::vector<std::string>{});
+  Listener l;
+  SClient sc(l.port, extra);
+  sc.send("GET / HTTP/1.1\r\nHost: localhost\r\n\r\n");
+  std::optional<rt::Error> err;
+  std::string got;
+  rt::run_blocking(stealth_server(l.fd.get(), server_ctx(stealth_cfg()), err, got));
+  REQUIRE(err);
+  CHECK(err->code == rt::kErrNotAllowed);
+  CHECK(err->what == "stealth: not an SSH client");
+  CHECK(sc.finish() == transport::kStealthNotFound);
+}
+
+TEST_CASE("stealth: a silent client gets the 404 after peek_timeout", "[tls][stealth]") {
+  rt::Reactor reactor;
+  Listener l;
+  SClient sc(l.port, {"-alpn", "alknet-ssh"});
+  std::optional<rt::Error> err;
+  std::string got;
+  auto t0 = std::chrono::steady_clock::now();
+  rt::run_blocking(stealth_server(l.fd.get(), server_ctx(stealth_cfg(300ms)), err, got));
+  auto took = std::chrono::steady_clock::now() - t0;
+  REQUIRE(err);
+  CHECK(err->code == rt::kErrNotAllowed);
+  CHECK(took >= 300ms);
+  CHECK(took < 5s);
+  CHECK(sc.finish() == transport::kStealthNotFound);
+}
+
+TEST_CASE("stealth: an SSH client gets its peeked bytes replayed", "[tls][stealth]") {
+  rt::Reactor reactor;
+  std::optional<rt::Error> err;
+  std::string server_got, client_got;
+  int cerr = 0;
+  rt::run_blocking([](auto sctx, auto cctx, auto &err, auto &server_got, auto &client_got, int &cerr) -> rt::Task<void> {
+    Listener l;
+    rt::Scope sc;
+    sc.spawn(stealth_server(l.fd.get(), sctx, err, server_got));
+    std::optional<StreamResult> c;
+    co_await do_connect(l.port, cctx, c);
+    REQUIRE(c->ok());
+    auto &s = *c->value();
+    // The banner arrives in pieces: the peek must wait for all of "SSH-2.0-".
+    co_await write_str(s, "SSH-");
+    co_await rt::sleep_for(50ms);
+    co_await write_str(s, "2.0");
+    co_await rt::sleep_for(50ms);
+    co_await write_str(s, "-alknet_test\r\npayload after the banner");
+    co_await s.shutdown_write();
+    client_got = co_await read_all(s, cerr);
+    co_await sc.join();
+  }(server_ctx(stealth_cfg()), insecure_client(), err, server_got, client_got, cerr));
+  CHECK_FALSE(err);
+  CHECK(server_got == "SSH-2.0-alknet_test\r\npayload after the banner");
+  CHECK(client_got == server_got);
+  CHECK(cerr == 0);
+}
+
+TEST_CASE("stealth: non-SSH bytes over alknet-ssh, or plain http/1.1, get the 404", "[tls][stealth]") {
+  rt::Reactor reactor;
+  TlsClientConfig c;
+  c.server_name = "localhost";
+  c.insecure = true;
+  c.alpn = GENERATE("alknet-ssh", "http/1.1");
+  std::optional<rt::Error> err;
+  std::string unused, client_got;
+  int cerr = 0;
+  rt::run_blocking([](auto sctx, auto cctx, auto &err, auto &unused, auto &client_got, int &cerr) -> rt::Task<void> {
+    Listener l;
+    rt::Scope sc;
+    sc.spawn(stealth_server(l.fd.get(), sctx, err, unused));
+    std::optional<StreamResult> r;
+    co_await do_connect(l.port, cctx, r);
+    REQUIRE(r->ok());
+    co_await write_str(*r->value(), "GET / HTTP/1.1\r\nHost: localhost\r\n\r\n");
+    client_got = co_await read_all(*r->value(), cerr);
+    co_await sc.join();
+  }(server_ctx(stealth_cfg()), client_ctx(c), err, unused, client_got, cerr));
+  REQUIRE(err);
+  CHECK(err->code == rt::kErrNotAllowed);
+  CHECK(client_got == transport::kStealthNotFound);
+}
+
+TEST_CASE("garbage instead of a ClientHello fails cleanly and leaks no fd", "[tls]") {
+  rt::Reactor reactor;
+  Listener l;
+  size_t before = open_fds();
+  std::optional<StreamResult> srv;
+  std::string reply;
+  for (bool stealth : {false, true}) {
+    TlsServerConfig cfg;
+    cfg.stealth = stealth;
+    rt::run_blocking([](int lfd, uint16_t port, auto ctx, auto &srv, std::string &reply) -> rt::Task<void> {
+      rt::Scope sc;
+      sc.spawn(do_accept(lfd, ctx, srv));
+      auto fd = co_await dial(port);
+      REQUIRE(fd);
+      std::string_view req = "GET / HTTP/1.1\r\nHost: localhost\r\n\r\n";
+      co_await rt::send(fd->get(), bytes(req));
+      std::byte buf[4096];
+      for (;;) {
+        int n = co_await rt::recv(fd->get(), buf);
+        if (n <= 0) break;
+        reply.append(reinterpret_cast<const char *>(buf), size_t(n));
+      }
+      co_await sc.join();
+    }(l.fd.get(), l.port, server_ctx(cfg), srv, reply));
+    REQUIRE(srv);
+    REQUIRE_FALSE(srv->ok());
+    CHECK(srv->error().code == rt::kErrProtocol);
+    CHECK(open_fds() == before);
+    srv.reset();
+  }
+}
+
+TEST_CASE("handshake timeout drops a silent TCP peer", "[tls]") {
+  rt::Reactor reactor;
+  Listener l;
+  size_t before = open_fds();
+  TlsServerConfig cfg;
+  cfg.handshake_timeout = 200ms;
+  std::optional<StreamResult> srv;
+  int peer_read = -1;
+  auto t0 = std::chrono::steady_clock::now();
+  rt::run_blocking([](int lfd, uint16_t port, auto ctx, auto &srv, int &peer_read) -> rt::Task<void> {
+    rt::Scope sc;
+    sc.spawn(do_accept(lfd, ctx, srv));
+    auto fd = co_await dial(port);
+    REQUIRE(fd);
+    std::byte buf[16];
+    peer_read = co_await rt::recv(fd->get(), buf).with_timeout(5s);  // the server hangs up
+    co_await sc.join();
+  }(l.fd.get(), l.port, server_ctx(cfg), srv, peer_read));
+  auto took = std::chrono::steady_clock::now() - t0;
+  REQUIRE(srv);
+  REQUIRE_FALSE(srv->ok());
+  CHECK(srv->error().code == ETIMEDOUT);
+  CHECK(peer_read == 0);
+  CHECK(took >= 200ms);
+  CHECK(took < 3s);
+  CHECK(open_fds() == before);
+}
+
+TEST_CASE("half-close through TLS: each direction ends on its own", "[tls]") {
+  rt::Reactor reactor;
+  std::string server_got, client_got;
+  int e1 = 0, e2 = 0;
+  rt::run_blocking([](auto sctx, auto cctx, std::string &server_got, std::string &client_got, int &e1,
+                      int &e2) -> rt::Task<void> {
+    Both b;
+    co_await handshake_both(sctx, cctx, b);
+    REQUIRE(b.client->ok());
+    REQUIRE(b.server->ok());
+    auto &c = *b.client->value();
+    auto &s = *b.server->value();
+    REQUIRE(c.native_fd() == -1);
+    co_await write_str(c, "request");
+    int r = co_await c.shutdown_write();
+    REQUIRE(r == 0);
+    ssize_t late = co_await c.write(bytes("late"));
+    CHECK(late < 0);  // written after shutdown: refused
+    server_got = co_await read_all(s, e1);       // ends at the client's close_notify
+    // The server's direction is still open: answer after the client stopped writing.
+    co_await write_str(s, "response to ");
+    co_await write_str(s, server_got);
+    co_await s.shutdown_write();
+    client_got = co_await read_all(c, e2);
+  }(server_ctx(), insecure_client(), server_got, client_got, e1, e2));
+  CHECK(server_got == "request");
+  CHECK(client_got == "response to request");
+  CHECK(e1 == 0);
+  CHECK(e2 == 0);
+}
+
+TEST_CASE("interop: openssl s_client -alpn alknet-ssh -quiet against tls_accept", "[tls][interop]") {
+  rt::Reactor reactor;
+  bool stealth = GENERATE(false, true);
+  Listener l;
+  SClient sc(l.port, {"-alpn", "alknet-ssh"});
+  const std::string msg = "SSH-2.0-OpenSSL_s_client\r\nping\n";
+  sc.send(msg);
+  std::optional<rt::Error> err;
+  std::string got;
+  rt::run_blocking([](int lfd, auto ctx, const std::string &msg, auto &err, std::string &got) -> rt::Task<void> {
+    std::optional<StreamResult> r;
+    co_await do_accept(lfd, ctx, r);
+    if (!r->ok()) {
+      err = r->error();
+      co_return;
+    }
+    auto &s = *r->value();
+    std::byte buf[4096];
+    // s_client never half-closes (-quiet implies -ign_eof): read what it was given, echo, close.
+    while (got.size() < msg.size()) {
+      ssize_t n = co_await s.read(buf);
+      if (n <= 0) break;
+      got.append(reinterpret_cast<const char *>(buf), size_t(n));
+    }
+    co_await write_str(s, got);
+    co_await s.shutdown_write();
+    s.close();
+  }(l.fd.get(), server_ctx(stealth ? stealth_cfg() : TlsServerConfig{}), msg, err, got));
+  INFO((err ? err->what : std::string()));
+  REQUIRE_FALSE(err);
+  CHECK(got == msg);
+  CHECK(sc.finish() == msg);
+}

@@ -1,0 +1,140 @@
+// alknet's own client (ssh::Client) against `alknet serve` (the test binary, as a child process):
+// the open-status protocol must turn every dial outcome into the right errno on the client.
+#include <signal.h>
+#include <spawn.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <catch2/catch.hpp>
+#include <chrono>
+#include <cstdlib>
+#include <string>
+#include <vector>
+
+#include "net/socket.hpp"
+#include "runtime/reactor.hpp"
+#include "runtime/scope.hpp"
+#include "ssh/client.hpp"
+#include "stream/stream.hpp"
+
+extern char **environ;
+
+using namespace alk;
+using namespace std::chrono_literals;
+
+namespace {
+
+std::string data(const std::string &name) {
+  const char *dir = std::getenv("ALKNET_TEST_DATA");
+  return std::string(dir ? dir : "tests/unit/data") + "/ssh/" + name;
+}
+
+uint16_t free_port() {
+  auto l = net::listen_tcp(*net::Endpoint::from_ip("127.0.0.1", 0), 1);
+  REQUIRE(l.ok());
+  return net::Endpoint::of_socket_local(l.value().get()).port();
+}
+
+struct Child {
+  pid_t pid = -1;
+  ~Child() {
+    if (pid > 0) {
+      kill(pid, SIGTERM);
+      int st = 0;
+      waitpid(pid, &st, 0);
+    }
+  }
+};
+
+}  // namespace
+
+TEST_CASE("alknet client <-> alknet serve: open-status codes and data") {
+  const char *bin = std::getenv("ALKNET_SERVE_BIN");
+  REQUIRE(bin);
+  uint16_t port = free_port();
+  std::string listen = "127.0.0.1:" + std::to_string(port);
+  std::vector<std::string> args{bin, "serve", "--key", data("host_ed25519"), "--authorized-keys", data("user_ed25519.pub"),
+                                "--listen", listen, "--quiet"};
+  std::vector<char *> argv;
+  for (auto &a : args) argv.push_back(a.data());
+  argv.push_back(nullptr);
+  Child child;
+  REQUIRE(posix_spawn(&child.pid, bin, nullptr, nullptr, argv.data(), environ) == 0);
+
+  rt::Reactor reactor;
+  // A target that greets and echoes one read.
+  auto target = net::listen_tcp(*net::Endpoint::from_ip("127.0.0.1", 0), 16);
+  REQUIRE(target.ok());
+  uint16_t target_port = net::Endpoint::of_socket_local(target.value().get()).port();
+  net::Acceptor acceptor(std::move(target.value()));
+
+  struct Outcome {
+    bool connected = false, alknet = false;
+    std::string greeting;
+    int refused = -1, link_local = -1, reserved = -1, closed_after = -1;
+  } out;
+
+  rt::run_blocking([](net::Acceptor &acc, uint16_t port, uint16_t tport, Outcome &o) -> rt::Task<void> {
+    rt::Scope servers;
+    servers.spawn([](net::Acceptor &acc) -> rt::Task<void> {
+      for (;;) {
+        auto fd = co_await acc.accept();
+        if (!fd) co_return;
+        stream::FdStream s(std::move(fd.value()));
+        const char hi[] = "hello from target";
+        co_await s.write(std::as_bytes(std::span(hi, sizeof hi - 1)));
+        co_await s.shutdown_write();
+      }
+    }(acc));
+    auto id = ssh::Identity::load(data("user_ed25519"));
+    if (!id) co_return;
+    std::unique_ptr<ssh::Client> client;
+    for (int i = 0; i < 100 && !client; ++i) {
+      auto fd = co_await net::connect_tcp(*net::Endpoint::from_ip("127.0.0.1", port), 1s);
+      if (!fd) {
+        co_await rt::sleep_for(50ms);
+        continue;
+      }
+      ssh::ClientConfig cfg;
+      cfg.host = "127.0.0.1";
+      cfg.port = port;
+      auto c = co_await ssh::Client::connect(std::make_unique<stream::FdStream>(std::move(fd.value())), cfg, id.value());
+      if (c) client = std::move(c.value());
+    }
+    if (!client) co_return;
+    o.connected = true;
+    o.alknet = client->peer_is_alknet();
+
+    {
+    auto ch = co_await client->open_direct_tcpip("127.0.0.1", tport, "127.0.0.1", 1234, 10s);
+    if (ch) {
+      std::byte buf[256];
+      for (;;) {
+        auto n = co_await ch.value()->read(buf);
+        if (n <= 0) break;
+        o.greeting.append(reinterpret_cast<char *>(buf), size_t(n));
+      }
+    }
+    }  // channels end before disconnect: libssh 0.10's ssh_disconnect frees them
+    auto code = [&](const std::string &host, uint16_t p) -> rt::Task<int> {
+      auto r = co_await client->open_direct_tcpip(host, p, "127.0.0.1", 1234, 10s);
+      co_return r ? 0 : r.error().code;
+    };
+    o.refused = co_await code("127.0.0.1", free_port());
+    o.link_local = co_await code("169.254.169.254", 80);
+    o.reserved = co_await code("alknet-nothing", 1);
+    // The session survived all of that.
+    o.closed_after = co_await code("127.0.0.1", tport);
+    co_await client->disconnect();
+    co_await acc.stop();
+    co_await servers.close();
+  }(acceptor, port, target_port, out));
+
+  REQUIRE(out.connected);
+  CHECK(out.alknet);
+  CHECK(out.greeting == "hello from target");
+  CHECK(out.refused == ECONNREFUSED);
+  CHECK(out.link_local == rt::kErrNotAllowed);
+  CHECK(out.reserved == rt::kErrNotAllowed);
+  CHECK(out.closed_after == 0);
+}

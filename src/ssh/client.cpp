@@ -8,6 +8,8 @@
 #include <filesystem>
 #include <fstream>
 
+#include <libssh/server.h>  // the message-callback API, which clients use too
+
 #include "ssh/keys.hpp"
 #include "ssh/known_hosts.hpp"
 
@@ -201,25 +203,27 @@ rt::Task<rt::Result<std::unique_ptr<Client>>> Client::connect(std::unique_ptr<st
     if (w < 0) co_return rt::errno_error(-w, "SSH authentication");
   }
   Client *self = c.get();
-  c->core_->on_packets = [self] { self->accept_forwarded(); };
+  ssh_set_message_callback(s, &Client::on_message, self);
   c->core_->start();
   co_return std::move(c);
 }
 
-void Client::accept_forwarded() {
-  // Only while -R forwards exist: a miss overwrites libssh's session error text, which is
-  // where a concurrent channel-open failure's reason code is read from.
-  if (!on_forwarded || forwards_ == 0) return;
-  for (int i = 0; i < 64; ++i) {
-    int port = 0;
-    // Deprecated in 0.10 without a client-side replacement; timeout 0 = one pass, no sleep.
-#pragma GCC diagnostic push
-#pragma GCC diagnostic ignored "-Wdeprecated-declarations"
-    ssh_channel ch = ssh_channel_accept_forward(core_->session(), 0, &port);
-#pragma GCC diagnostic pop
-    if (!ch) return;
-    on_forwarded(std::make_unique<Channel>(*core_, ch), port);
-  }
+// forwarded-tcpip opens are taken as libssh parses them, not polled for with
+// ssh_channel_accept_forward: a poll that finds nothing overwrites libssh's session error
+// text (where a concurrent direct-tcpip open failure's reason is read from, so SOCKS
+// clients got REP 1 instead of 5), and opens parsed in the same read as the tcpip-forward
+// reply, or by a channel's own read, sat in the queue until some later packet arrived.
+// Any other request (x11, agent, unknown channel requests) gets the default refusal
+// instead of piling up in libssh's queue.
+int Client::on_message(ssh_session, ssh_message msg, void *user) {
+  auto *self = static_cast<Client *>(user);
+  if (ssh_message_type(msg) != SSH_REQUEST_CHANNEL_OPEN || ssh_message_subtype(msg) != SSH_CHANNEL_FORWARDED_TCPIP ||
+      !self->on_forwarded || !self->core_->alive())
+    return 1;
+  int port = ssh_message_channel_request_open_destination_port(msg);
+  ssh_channel ch = ssh_message_channel_request_open_reply_accept(msg);
+  if (ch) self->on_forwarded(std::make_unique<Channel>(*self->core_, ch), port);
+  return 0;
 }
 
 rt::Task<rt::Result<std::unique_ptr<Channel>>> Client::open_direct_tcpip(const std::string &host, uint16_t port,

@@ -69,7 +69,7 @@ class Client {
  private:
   Client() = default;
   rt::Result<void> check_host_key(const ClientConfig &cfg);
-  void accept_forwarded();
+  static int on_message(ssh_session, ssh_message msg, void *user);
 
   std::unique_ptr<SessionCore> core_;
   std::shared_ptr<Identity> id_;

@@ -7,9 +7,7 @@
 
 #include "cli/options.hpp"
 #include "client/connect.hpp"
-#ifdef ALKNET_HAVE_SERVER
 #include "server/serve.hpp"
-#endif
 
 int main(int argc, char **argv) {
   std::vector<std::string_view> args(argv + 1, argv + argc);
@@ -30,12 +28,7 @@ int main(int argc, char **argv) {
     case alk::cli::Command::Connect:
       return alk::client::run_connect(p.connect);
     case alk::cli::Command::Serve:
-#ifdef ALKNET_HAVE_SERVER
       return alk::server::run_serve(p.serve);
-#else
-      std::fprintf(stderr, "error: serve is not built\n");
-      return 1;
-#endif
   }
   return 1;
 }

@@ -157,11 +157,8 @@ rt::Task<rt::Result<std::unique_ptr<Client>>> Client::connect(std::unique_ptr<st
   c->core_ = std::make_unique<SessionCore>(std::move(transport));
   ssh_session s = ssh_new();
   if (!s) co_return rt::Error{ENOMEM, "ssh_new failed"};
-  auto init = c->core_->init(s);
-  if (!init) {
-    ssh_free(s);
-    co_return init.error();
-  }
+  auto init = c->core_->init(s);  // the core owns s from here on, even on failure
+  if (!init) co_return init.error();
   int fd = c->core_->libssh_fd();
   int no = 0;
   ssh_options_set(s, SSH_OPTIONS_PROCESS_CONFIG, &no);

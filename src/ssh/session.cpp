@@ -183,6 +183,9 @@ rt::Task<void> SessionCore::ticker() {
 }
 
 rt::Task<void> SessionCore::shutdown(const char *why) {
+  // ssh_disconnect frees every ssh_channel in libssh 0.10: detach our Channels first.
+  for (Channel *c : std::vector<Channel *>(channels_.begin(), channels_.end())) c->orphan();
+  graveyard_.clear();
   if (alive_ && s_) {
     ssh_disconnect(s_);  // queues SSH_MSG_DISCONNECT, flushes what it can, closes libssh's fd
   }

@@ -67,6 +67,17 @@ rt::Task<void> copy(Stream &from, Stream &to, size_t buf_size, uint64_t &count, 
   both.cancel();
 }
 
+// Awaits t without handing it the awaiting task's CancelState (a type-erased caller handle
+// has none), so a cancelled task can still wait for children it has cancelled itself.
+struct Shielded {
+  rt::Task<bool> &t;  // a reference: gcc 12 destroys a temporary Task inside co_await twice
+  bool await_ready() noexcept { return false; }
+  std::coroutine_handle<> await_suspend(std::coroutine_handle<> caller) noexcept {
+    return rt::Task<bool>::Awaiter{t.handle()}.await_suspend(caller);
+  }
+  bool await_resume() { return t.handle().promise().take(); }
+};
+
 }  // namespace
 
 rt::Task<PumpStats> pump(Stream &a, Stream &b, size_t buf_size) {
@@ -75,7 +86,14 @@ rt::Task<PumpStats> pump(Stream &a, Stream &b, size_t buf_size) {
   both.spawn(copy(a, b, buf_size, st.a_to_b, st.error, both));
   both.spawn(copy(b, a, buf_size, st.b_to_a, st.error, both));
   bool joined = co_await both.join();
-  if (!joined) co_await both.close();  // we were cancelled: take both directions down first
+  if (!joined) {
+    // We were cancelled. Scope::close() would return at once (its join sees our cancelled
+    // state), reporting half-updated stats with error 0 and leaving the reaping to ~Scope.
+    // Cancel both directions and wait, shielded, until they have really ended.
+    both.cancel();
+    rt::Task<bool> rest = both.join();
+    co_await Shielded{rest};
+  }
   co_return st;
 }
 

@@ -1,0 +1,883 @@
+#!/usr/bin/env python3
+"""alknet connect against a stock OpenSSH sshd (issue 3).
+
+usage: connect_openssh_test.py PATH/TO/alknet [test-name-substring ...]
+
+Everything runs on 127.0.0.1: sshd (Debian openssh-server) with generated Ed25519 keys, a
+python HTTP server with random files, small TCP echo/half-close servers, and alknet connect
+in front of them. Each test prints PASS/FAIL; the exit status is non-zero if any failed,
+77 (meson's "skipped") when sshd, curl or root are missing.
+"""
+
+import hashlib
+import http.server
+import os
+import re
+import shutil
+import signal
+import socket
+import socketserver
+import struct
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import traceback
+
+ALKNET = os.path.abspath(sys.argv[1]) if len(sys.argv) > 1 else ''
+ONLY = sys.argv[2:]
+SSHD = '/usr/sbin/sshd'
+LOOP = '127.0.0.1'
+UNRESOLVABLE = 'alk-no-such-host.invalid'
+
+WORK = None          # temp dir for the whole run
+LOGS = []            # every alknet log file, checked for leaked destinations at the end
+DEST_PORTS = set()   # every destination port a test used
+DEST_NAMES = {UNRESOLVABLE}  # 'localhost' is also a bind address in log lines; its ports are checked instead
+
+
+class TestFailure(Exception):
+    pass
+
+
+def check(cond, why):
+    if not cond:
+        raise TestFailure(why)
+
+
+# ---------------------------------------------------------------------------------------
+# small helpers
+
+def free_port():
+    with socket.socket() as s:
+        s.bind((LOOP, 0))
+        return s.getsockname()[1]
+
+
+def wait_until(pred, timeout, step=0.05):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        v = pred()
+        if v:
+            return v
+        time.sleep(step)
+    return pred()
+
+
+def port_open(port, host=LOOP):
+    try:
+        with socket.create_connection((host, port), timeout=0.5):
+            return True
+    except OSError:
+        return False
+
+
+def run(cmd, timeout=30, **kw):
+    return subprocess.run(cmd, capture_output=True, timeout=timeout, **kw)
+
+
+def keygen(path, *extra):
+    run(['ssh-keygen', '-q', '-t', 'ed25519', '-N', '', '-C', 'alknet-test', '-f', path, *extra], check=True)
+    return path
+
+
+def fingerprint(pub):
+    out = run(['ssh-keygen', '-lf', pub], check=True).stdout.decode()
+    return out.split()[1]
+
+
+def descendants(pid):
+    """pid and every process below it (sshd forks per connection and setsid()s the child)."""
+    kids = {}
+    for d in os.listdir('/proc'):
+        if not d.isdigit():
+            continue
+        try:
+            with open(f'/proc/{d}/stat') as f:
+                stat = f.read()
+            ppid = int(stat[stat.rindex(')') + 2:].split()[1])
+        except (OSError, ValueError, IndexError):
+            continue
+        kids.setdefault(ppid, []).append(int(d))
+    out, todo = [], [pid]
+    while todo:
+        p = todo.pop()
+        out.append(p)
+        todo.extend(kids.get(p, []))
+    return out
+
+
+def kill_tree(proc):
+    if proc is None:
+        return
+    for p in descendants(proc.pid):
+        try:
+            os.kill(p, signal.SIGKILL)
+        except OSError:
+            pass
+    try:
+        proc.wait(timeout=5)
+    except subprocess.TimeoutExpired:
+        pass
+
+
+def fd_count(pid):
+    try:
+        return len(os.listdir(f'/proc/{pid}/fd'))
+    except OSError:
+        return -1
+
+
+# ---------------------------------------------------------------------------------------
+# peers
+
+class Sshd:
+    def __init__(self, name, user_pub, port=None):
+        self.dir = os.path.join(WORK, 'sshd-' + name)
+        os.makedirs(self.dir, exist_ok=True)
+        self.port = port or free_port()
+        self.proc = None
+        self.generation = 0
+        self.auth_keys = os.path.join(self.dir, 'authorized_keys')
+        shutil.copy(user_pub, self.auth_keys)
+        self.new_host_key()
+
+    def new_host_key(self):
+        self.generation += 1
+        self.host_key = os.path.join(self.dir, f'host_ed25519_{self.generation}')
+        keygen(self.host_key)
+        self.host_fp = fingerprint(self.host_key + '.pub')
+        with open(self.host_key + '.pub') as f:
+            self.host_pub_b64 = f.read().split()[1]
+
+    def start(self):
+        os.makedirs('/run/sshd', exist_ok=True)
+        conf = os.path.join(self.dir, 'sshd_config')
+        with open(conf, 'w') as f:
+            f.write(f"""Port {self.port}
+ListenAddress {LOOP}
+HostKey {self.host_key}
+AuthorizedKeysFile {self.auth_keys}
+PermitRootLogin prohibit-password
+PubkeyAuthentication yes
+PasswordAuthentication no
+KbdInteractiveAuthentication no
+UsePAM no
+StrictModes no
+AllowTcpForwarding yes
+GatewayPorts no
+PidFile none
+LogLevel VERBOSE
+""")
+        self.log = os.path.join(self.dir, f'sshd-{self.generation}.log')
+        self.proc = subprocess.Popen([SSHD, '-D', '-f', conf, '-E', self.log], stdin=subprocess.DEVNULL)
+        ok = wait_until(lambda: port_open(self.port) or self.proc.poll() is not None, 10)
+        if self.proc.poll() is not None or not ok:
+            raise TestFailure(f'sshd did not start: {open(self.log).read()[-2000:] if os.path.exists(self.log) else ""}')
+
+    def stop(self):
+        kill_tree(self.proc)
+        self.proc = None
+
+
+class Alknet:
+    def __init__(self, name, sshd, identity, extra=(), known_hosts=None, socks_port=None, wait=True, host_key=None):
+        self.name = name
+        self.socks = socks_port or free_port()
+        self.log_path = os.path.join(WORK, f'alknet-{name}.log')
+        LOGS.append(self.log_path)
+        self.known_hosts = known_hosts or os.path.join(WORK, f'kh-{name}')
+        args = [ALKNET, 'connect', '--server', f'{LOOP}:{sshd.port}', '--identity', identity, '--user', 'root',
+                '--known-hosts', self.known_hosts, '--socks5', f'{LOOP}:{self.socks}', *extra]
+        if host_key:
+            args += ['--host-key', host_key]
+        self.logf = open(self.log_path, 'wb')
+        env = dict(os.environ)
+        if os.environ.get('ALKNET_PRELOAD'):  # debugging aid, e.g. a shim that raises libssh's log level
+            env['LD_PRELOAD'] = os.environ['ALKNET_PRELOAD']
+        self.proc = subprocess.Popen(args, stdin=subprocess.DEVNULL, stdout=self.logf, stderr=subprocess.STDOUT,
+                                     env=env)
+        if wait:
+            self.wait_log('connected transport=', 15)
+
+    def log(self):
+        with open(self.log_path, 'rb') as f:
+            return f.read().decode(errors='replace')
+
+    def wait_log(self, needle, timeout, count=1):
+        ok = wait_until(lambda: self.log().count(needle) >= count or self.proc.poll() is not None, timeout)
+        if not ok or self.log().count(needle) < count:
+            raise TestFailure(f'alknet[{self.name}] log lacks {needle!r} x{count} after {timeout}s; '
+                              f'rc={self.proc.poll()} log:\n{self.log()[-3000:]}')
+
+    def stop(self):
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(timeout=5)
+        self.logf.close()
+        return self.proc.returncode
+
+
+class QuietHandler(http.server.SimpleHTTPRequestHandler):
+    def log_message(self, *a):
+        pass
+
+
+class HttpServer:
+    def __init__(self, root):
+        handler = lambda *a, **kw: QuietHandler(*a, directory=root, **kw)  # noqa: E731
+        http.server.ThreadingHTTPServer.daemon_threads = True
+        self.srv = http.server.ThreadingHTTPServer((LOOP, 0), handler)
+        self.port = self.srv.server_address[1]
+        DEST_PORTS.add(self.port)
+        self.t = threading.Thread(target=self.srv.serve_forever, daemon=True)
+        self.t.start()
+
+    def stop(self):
+        self.srv.shutdown()
+        self.srv.server_close()
+
+
+class TcpServer:
+    """Threaded TCP server running handler(sock) per connection."""
+
+    def __init__(self, handler):
+        outer = self
+
+        class H(socketserver.BaseRequestHandler):
+            def handle(self):
+                self.request.settimeout(30)
+                try:
+                    handler(self.request)
+                except OSError:
+                    pass
+
+        class S(socketserver.ThreadingTCPServer):
+            daemon_threads = True
+            allow_reuse_address = True
+
+        self.srv = S((LOOP, 0), H)
+        self.port = self.srv.server_address[1]
+        DEST_PORTS.add(self.port)
+        threading.Thread(target=self.srv.serve_forever, daemon=True).start()
+        self.outer = outer
+
+    def stop(self):
+        self.srv.shutdown()
+        self.srv.server_close()
+
+
+def echo_handler(s):
+    while True:
+        b = s.recv(65536)
+        if not b:
+            s.shutdown(socket.SHUT_WR)
+            return
+        s.sendall(b)
+
+
+def after_eof_handler(s):
+    """Reads to EOF, then answers with the byte count and sha256: a half-close probe."""
+    h, n = hashlib.sha256(), 0
+    while True:
+        b = s.recv(65536)
+        if not b:
+            break
+        h.update(b)
+        n += len(b)
+    s.sendall(f'got {n} {h.hexdigest()}\n'.encode())
+    s.shutdown(socket.SHUT_WR)
+
+
+class ReverseHalfClose:
+    """Server sends first and shuts its write side, then keeps reading what the client sends."""
+
+    def __init__(self):
+        self.received = []
+        self.done = threading.Event()
+
+        def handler(s):
+            s.sendall(b'server-first\n')
+            s.shutdown(socket.SHUT_WR)
+            data = b''
+            while True:
+                b = s.recv(65536)
+                if not b:
+                    break
+                data += b
+            self.received.append(data)
+            self.done.set()
+        self.server = TcpServer(handler)
+
+
+# ---------------------------------------------------------------------------------------
+# SOCKS clients
+
+def recv_exact(s, n):
+    out = b''
+    while len(out) < n:
+        b = s.recv(n - len(out))
+        if not b:
+            raise TestFailure(f'connection closed after {len(out)} of {n} bytes')
+        out += b
+    return out
+
+
+def socks5_request(socks_port, cmd=1, host=LOOP, port=80, timeout=10):
+    """Returns (rep, sock or None, elapsed). rep -1 = connection closed without a reply."""
+    t0 = time.monotonic()
+    s = socket.create_connection((LOOP, socks_port), timeout=timeout)
+    s.settimeout(timeout)
+    try:
+        s.sendall(b'\x05\x01\x00')
+        if s.recv(2) != b'\x05\x00':
+            s.close()
+            return -1, None, time.monotonic() - t0
+        try:
+            addr = b'\x01' + socket.inet_pton(socket.AF_INET, host)
+        except OSError:
+            addr = b'\x03' + bytes([len(host)]) + host.encode()
+        s.sendall(b'\x05' + bytes([cmd]) + b'\x00' + addr + struct.pack('>H', port))
+        head = s.recv(4)
+        if len(head) < 2:
+            s.close()
+            return -1, None, time.monotonic() - t0
+        head += recv_exact(s, 4 - len(head)) if len(head) < 4 else b''
+        atyp = head[3]
+        rest = {1: 4, 4: 16}.get(atyp)
+        if rest is None:
+            rest = recv_exact(s, 1)[0]
+        recv_exact(s, rest + 2)
+        rep = head[1]
+        if rep != 0:
+            s.close()
+            return rep, None, time.monotonic() - t0
+        return 0, s, time.monotonic() - t0
+    except (socket.timeout, ConnectionError):
+        s.close()
+        return -1, None, time.monotonic() - t0
+
+
+def curl(socks_port, url, out, extra=(), timeout=60):
+    return subprocess.run(['curl', '-sS', '--fail', '--max-time', str(timeout - 5), '--socks5-hostname',
+                           f'{LOOP}:{socks_port}', '-o', out, *extra, url],
+                          capture_output=True, timeout=timeout)
+
+
+def sha(path):
+    h = hashlib.sha256()
+    with open(path, 'rb') as f:
+        for b in iter(lambda: f.read(1 << 20), b''):
+            h.update(b)
+    return h.hexdigest()
+
+
+def closed_port():
+    """A loopback port nobody listens on."""
+    p = free_port()
+    DEST_PORTS.add(p)
+    return p
+
+
+# ---------------------------------------------------------------------------------------
+# shared fixture: one sshd, one http server, echo servers and a main alknet with forwards
+
+class Env:
+    pass
+
+
+E = Env()
+
+
+def setup():
+    E.user_key = keygen(os.path.join(WORK, 'id_ed25519'))
+    E.www = os.path.join(WORK, 'www')
+    os.makedirs(E.www)
+    E.files = {}
+    for name, size in (('big.bin', 5 << 20), ('small.bin', 200 << 10)):
+        p = os.path.join(E.www, name)
+        with open(p, 'wb') as f:
+            f.write(os.urandom(size))
+        E.files[name] = sha(p)
+    E.http = HttpServer(E.www)
+    E.echo = TcpServer(echo_handler)
+    E.after_eof = TcpServer(after_eof_handler)
+    E.rev = ReverseHalfClose()
+    E.sshd = Sshd('main', E.user_key + '.pub')
+    E.sshd.start()
+    E.lport = free_port()
+    E.rport = free_port()
+    E.rport_eof = free_port()
+    E.lport_eof = free_port()
+    E.main = Alknet('main', E.sshd, E.user_key, extra=[
+        '--forward', f'{E.lport}:127.0.0.1:{E.echo.port}',
+        '--forward', f'{LOOP}:{E.lport_eof}:127.0.0.1:{E.after_eof.port}',
+        '--remote-forward', f'{E.rport}:127.0.0.1:{E.echo.port}',
+        '--remote-forward', f'{E.rport_eof}:127.0.0.1:{E.after_eof.port}'])
+
+
+def teardown():
+    for name in ('main',):
+        a = getattr(E, name, None)
+        if a:
+            a.stop()
+    for name in ('sshd',):
+        s = getattr(E, name, None)
+        if s:
+            s.stop()
+    for name in ('http', 'echo', 'after_eof'):
+        s = getattr(E, name, None)
+        if s:
+            s.stop()
+    if getattr(E, 'rev', None):
+        E.rev.server.stop()
+
+
+def url(host, name, port=None):
+    return f'http://{host}:{port or E.http.port}/{name}'
+
+
+# ---------------------------------------------------------------------------------------
+# tests (issue 3's list)
+
+def test_curl_download_localhost_and_ip():
+    for host in ('localhost', LOOP):
+        out = os.path.join(WORK, f'dl-{host}')
+        r = curl(E.main.socks, url(host, 'big.bin'), out)
+        check(r.returncode == 0, f'curl via {host} rc={r.returncode} {r.stderr.decode()[-300:]}')
+        check(sha(out) == E.files['big.bin'], f'file via {host} differs')
+
+
+def test_parallel_32_downloads():
+    procs = []
+    for i in range(32):
+        out = os.path.join(WORK, f'par-{i}')
+        host = 'localhost' if i % 2 else LOOP
+        procs.append((out, subprocess.Popen(
+            ['curl', '-sS', '--fail', '--max-time', '100', '--socks5-hostname', f'{LOOP}:{E.main.socks}', '-o', out,
+             url(host, 'big.bin')], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)))
+    bad = []
+    for out, p in procs:
+        try:
+            _, err = p.communicate(timeout=110)
+        except subprocess.TimeoutExpired:
+            p.kill()
+            p.communicate()
+            bad.append(f'{out}: timeout')
+            continue
+        if p.returncode != 0:
+            bad.append(f'{out}: rc={p.returncode} {err.decode()[-200:]}')
+        elif sha(out) != E.files['big.bin']:
+            bad.append(f'{out}: content differs')
+    check(not bad, '; '.join(bad))
+
+
+def test_socks_reply_codes():
+    rep, s, dt = socks5_request(E.main.socks, host=LOOP, port=closed_port())
+    check(rep == 5, f'refused target: REP {rep}, want 5')
+    check(dt < 2, f'refused target took {dt:.2f}s')
+    rep, s, dt = socks5_request(E.main.socks, host=UNRESOLVABLE, port=80)
+    check(rep == 4, f'unresolvable name: REP {rep}, want 4 ({dt:.2f}s)')
+    rep, s, dt = socks5_request(E.main.socks, cmd=2, host=LOOP, port=E.echo.port)
+    check(rep == 7, f'BIND: REP {rep}, want 7')
+    rep, s, dt = socks5_request(E.main.socks, cmd=3, host='0.0.0.0', port=0)
+    check(rep == 7, f'UDP ASSOCIATE: REP {rep}, want 7')
+    # The session survives the failures: a normal CONNECT still works.
+    rep, s, dt = socks5_request(E.main.socks, host=LOOP, port=E.echo.port)
+    check(rep == 0, f'CONNECT after failures: REP {rep}')
+    s.sendall(b'ping')
+    check(recv_exact(s, 4) == b'ping', 'echo after failures')
+    s.close()
+
+
+def test_socks4a_connect():
+    with socket.create_connection((LOOP, E.main.socks), timeout=10) as s:
+        s.settimeout(10)
+        s.sendall(b'\x04\x01' + struct.pack('>H', E.http.port) + b'\x00\x00\x00\x01' + b'user\x00' + b'localhost\x00')
+        rep = recv_exact(s, 8)
+        check(rep[0] == 0 and rep[1] == 0x5A, f'SOCKS4a reply {rep.hex()}')
+        s.sendall(b'GET /small.bin HTTP/1.0\r\nHost: x\r\n\r\n')
+        data = b''
+        while True:
+            b = s.recv(65536)
+            if not b:
+                break
+            data += b
+        head, _, body = data.partition(b'\r\n\r\n')
+        check(head.startswith(b'HTTP/1.0 200'), f'SOCKS4a http status {head[:40]!r}')
+        check(hashlib.sha256(body).hexdigest() == E.files['small.bin'], 'SOCKS4a body differs')
+
+
+def echo_roundtrip(port, what):
+    with socket.create_connection((LOOP, port), timeout=10) as s:
+        s.settimeout(20)
+        s.sendall(b'hello\n')
+        check(recv_exact(s, 6) == b'hello\n', f'{what}: small echo')
+        blob = os.urandom(2 << 20)
+        t = threading.Thread(target=s.sendall, args=(blob,), daemon=True)
+        t.start()
+        got = recv_exact(s, len(blob))
+        t.join(10)
+        check(got == blob, f'{what}: 2 MiB echo differs')
+        s.shutdown(socket.SHUT_WR)
+        check(s.recv(10) == b'', f'{what}: no EOF after echo server closed')
+
+
+def test_local_forward():
+    echo_roundtrip(E.lport, '-L')
+
+
+def test_remote_forward():
+    ok = wait_until(lambda: port_open(E.rport), 10)
+    check(ok, f'-R port {E.rport} never opened on the sshd side')
+    echo_roundtrip(E.rport, '-R')
+
+
+def half_close_probe(s, what):
+    payload = os.urandom(300000)
+    s.sendall(payload)
+    s.shutdown(socket.SHUT_WR)
+    data = b''
+    while True:
+        b = s.recv(65536)
+        if not b:
+            break
+        data += b
+    want = f'got {len(payload)} {hashlib.sha256(payload).hexdigest()}\n'.encode()
+    check(data == want, f'{what}: reply after half-close {data[:80]!r}')
+
+
+def test_half_close():
+    # client -> server FIN, then the reply still arrives: SOCKS, -L and -R.
+    rep, s, _ = socks5_request(E.main.socks, host='localhost', port=E.after_eof.port)
+    check(rep == 0, f'SOCKS CONNECT REP {rep}')
+    with s:
+        s.settimeout(20)
+        half_close_probe(s, 'socks')
+    with socket.create_connection((LOOP, E.lport_eof), timeout=10) as s:
+        s.settimeout(20)
+        half_close_probe(s, '-L')
+    check(wait_until(lambda: port_open(E.rport_eof), 10), '-R half-close port never opened')
+    with socket.create_connection((LOOP, E.rport_eof), timeout=10) as s:
+        s.settimeout(20)
+        half_close_probe(s, '-R')
+    # server -> client FIN first, then the client can still send.
+    E.rev.done.clear()
+    rep, s, _ = socks5_request(E.main.socks, host=LOOP, port=E.rev.server.port)
+    check(rep == 0, f'SOCKS CONNECT REP {rep}')
+    with s:
+        s.settimeout(20)
+        data = b''
+        while True:
+            b = s.recv(100)
+            if not b:
+                break
+            data += b
+        check(data == b'server-first\n', f'server-first data {data!r}')
+        s.sendall(b'client-after-eof')
+        s.shutdown(socket.SHUT_WR)
+        check(E.rev.done.wait(10), 'server never saw our EOF after its own')
+        check(E.rev.received[-1] == b'client-after-eof', f'server got {E.rev.received[-1]!r}')
+
+
+def socks_works(port, timeout=20):
+    out = os.path.join(WORK, f'probe-{port}')
+    r = curl(port, url('localhost', 'small.bin'), out, timeout=timeout)
+    return r.returncode == 0 and sha(out) == E.files['small.bin']
+
+
+def test_known_hosts_tofu_and_changed_key():
+    sshd = Sshd('kh', E.user_key + '.pub')
+    kh = os.path.join(WORK, 'kh-tofu', 'known_hosts')  # a directory that does not exist yet
+    a = b = None
+    try:
+        sshd.start()
+        a = Alknet('kh1', sshd, E.user_key, known_hosts=kh)
+        check(os.path.exists(kh), 'known_hosts not written on first use')
+        text = open(kh).read()
+        check(sshd.host_pub_b64 in text and f'[{LOOP}]:{sshd.port}' in text, f'known_hosts content: {text!r}')
+        check(socks_works(a.socks), 'TOFU session does not carry traffic')
+        check(a.stop() == 0, 'first client did not exit 0')
+        # Same address, new host key: refused loudly, and SOCKS gets no tunnel.
+        sshd.stop()
+        sshd.new_host_key()
+        sshd.start()
+        b = Alknet('kh2', sshd, E.user_key, known_hosts=kh, wait=False)
+        b.wait_log('HAS CHANGED', 10)
+        check('connected transport=' not in b.log(), 'client connected despite a changed host key')
+        rep, s, dt = socks5_request(b.socks, host='localhost', port=E.http.port)
+        check(rep != 0 and s is None, f'SOCKS through a refused session: REP {rep}')
+        check(dt < 2, f'SOCKS failure took {dt:.2f}s')
+        check(open(kh).read() == text, 'known_hosts was modified after a key change')
+    finally:
+        for x in (a, b):
+            if x:
+                x.stop()
+        sshd.stop()
+
+
+def test_host_key_pin():
+    sshd = Sshd('pin', E.user_key + '.pub')
+    a = b = None
+    try:
+        sshd.start()
+        wrong = 'SHA256:' + 'A' * 43
+        a = Alknet('pin-wrong', sshd, E.user_key, host_key=wrong, wait=False)
+        a.wait_log('mismatch', 10)
+        check('connected transport=' not in a.log(), 'connected despite a wrong pin')
+        rep, s, dt = socks5_request(a.socks, host='localhost', port=E.http.port)
+        check(rep != 0 and dt < 2, f'SOCKS through a wrong pin: REP {rep} in {dt:.2f}s')
+        b = Alknet('pin-right', sshd, E.user_key, host_key=sshd.host_fp)
+        check(socks_works(b.socks), 'pinned session does not carry traffic')
+        check(sshd.host_fp in b.log(), 'connected line lacks the host key fingerprint')
+    finally:
+        for x in (a, b):
+            if x:
+                x.stop()
+        sshd.stop()
+
+
+def test_reconnect_after_sshd_restart():
+    sshd = Sshd('restart', E.user_key + '.pub')
+    a = None
+    try:
+        sshd.start()
+        a = Alknet('restart', sshd, E.user_key)
+        check(socks_works(a.socks), 'first session does not carry traffic')
+        sshd.stop()
+        a.wait_log('disconnected', 10)
+        # While down: prompt failure, never a hang.
+        for host in ('localhost', LOOP):
+            rep, s, dt = socks5_request(a.socks, host=host, port=E.http.port)
+            check(rep != 0, f'SOCKS while disconnected: REP {rep}')
+            check(dt < 2, f'SOCKS failure while disconnected took {dt:.2f}s')
+        time.sleep(1.5)  # let at least one retry fail against the dead port
+        sshd.start()
+        t0 = time.monotonic()
+        retries = re.findall(r'retry_in=(\d+)s', a.log())
+        budget = (int(retries[-1]) if retries else 1) + 1
+        a.wait_log('connected transport=', budget + 1, count=2)
+        dt = time.monotonic() - t0
+        check(dt <= budget + 0.5, f'reconnected after {dt:.1f}s, backoff allowed {budget}s')
+        check(socks_works(a.socks), 'session after reconnect does not carry traffic')
+    finally:
+        if a:
+            a.stop()
+        sshd.stop()
+
+
+def test_reconnect_reregisters_remote_forward():
+    sshd = Sshd('restart-r', E.user_key + '.pub')
+    a = None
+    try:
+        sshd.start()
+        rport = free_port()
+        a = Alknet('restart-r', sshd, E.user_key, extra=['--remote-forward', f'{rport}:127.0.0.1:{E.echo.port}'])
+        check(wait_until(lambda: port_open(rport), 10), '-R port never opened')
+        sshd.stop()
+        a.wait_log('disconnected', 10)
+        sshd.start()
+        a.wait_log('connected transport=', 5, count=2)
+        check(wait_until(lambda: port_open(rport), 10), '-R port not registered again after reconnect')
+        echo_roundtrip(rport, '-R after reconnect')
+    finally:
+        if a:
+            a.stop()
+        sshd.stop()
+
+
+def slow_download(out, result):
+    r = curl(E.main.socks, url(LOOP, 'big.bin'), out, extra=['--limit-rate', '1500K'], timeout=60)
+    result.append((r.returncode, r.stderr.decode()[-200:]))
+
+
+def test_garbage_does_not_disturb_and_fds_return():
+    pid = E.main.proc.pid
+    time.sleep(0.5)
+    baseline = fd_count(pid)
+    out = os.path.join(WORK, 'garbage-dl')
+    result = []
+    t = threading.Thread(target=slow_download, args=(out, result), daemon=True)
+    t.start()
+    time.sleep(0.5)
+    stalled = []
+    for i in range(30):
+        # random bytes, closed
+        try:
+            with socket.create_connection((LOOP, E.main.socks), timeout=5) as s:
+                s.sendall(os.urandom(1 + i * 37))
+        except OSError:
+            pass
+        # immediate close
+        try:
+            socket.create_connection((LOOP, E.main.socks), timeout=5).close()
+        except OSError:
+            pass
+        # half a greeting / half a request, then stall
+        s = socket.create_connection((LOOP, E.main.socks), timeout=5)
+        s.sendall([b'\x05', b'\x05\x02\x00', b'\x05\x01\x00\x05\x01\x00\x03\x20abc', b'\x04\x01\x00'][i % 4])
+        stalled.append(s)
+        # an RST mid-handshake
+        s2 = socket.create_connection((LOOP, E.main.socks), timeout=5)
+        s2.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack('ii', 1, 0))
+        s2.sendall(b'\x05\x01')
+        s2.close()
+    # Half of the stalled ones we drop ourselves, the rest must hit alknet's handshake deadline.
+    for s in stalled[::2]:
+        s.close()
+    t.join(60)
+    check(result and result[0][0] == 0, f'download during garbage failed: {result}')
+    check(sha(out) == E.files['big.bin'], 'download during garbage differs')
+    ok = wait_until(lambda: fd_count(pid) <= baseline, 15, step=0.2)
+    n = fd_count(pid)
+    for s in stalled[1::2]:
+        s.close()
+    check(ok, f'fds did not return to baseline: {n} > {baseline}')
+    # the stalled peers left open were closed by alknet (EOF, not a hang)
+    check(socks_works(E.main.socks), 'SOCKS broken after garbage')
+
+
+def test_sigterm_idle_and_active():
+    sshd = E.sshd
+    for active in (False, True):
+        a = Alknet('sigterm-' + ('active' if active else 'idle'), sshd, E.user_key)
+        s = None
+        try:
+            if active:
+                rep, s, _ = socks5_request(a.socks, host=LOOP, port=E.echo.port)
+                check(rep == 0, f'CONNECT REP {rep}')
+                s.sendall(b'x')
+                check(recv_exact(s, 1) == b'x', 'echo before SIGTERM')
+            t0 = time.monotonic()
+            a.proc.send_signal(signal.SIGTERM)
+            try:
+                rc = a.proc.wait(timeout=3.5)
+            except subprocess.TimeoutExpired:
+                rc = None
+            dt = time.monotonic() - t0
+            check(rc == 0, f'SIGTERM ({"active" if active else "idle"}): rc={rc} after {dt:.1f}s')
+            check(dt < 3, f'SIGTERM ({"active" if active else "idle"}) took {dt:.1f}s')
+        finally:
+            if s:
+                s.close()
+            a.stop()
+
+
+def expect_cli_error(args, what):
+    t0 = time.monotonic()
+    r = run([ALKNET, *args], timeout=10)
+    dt = time.monotonic() - t0
+    err = r.stderr.decode()
+    check(r.returncode != 0, f'{what}: exit 0')
+    check(err.startswith('error: '), f'{what}: stderr {err[:200]!r}')
+    check(dt < 2, f'{what}: took {dt:.2f}s')
+
+
+def test_cli_errors():
+    kh = os.path.join(WORK, 'kh-cli')
+    base = ['connect', '--server', f'{LOOP}:{E.sshd.port}', '--user', 'root', '--known-hosts', kh]
+    expect_cli_error([*base, '--socks5', f'{LOOP}:{free_port()}'], 'missing --identity')
+    pem = os.path.join(WORK, 'id_pem')
+    run(['ssh-keygen', '-q', '-t', 'ecdsa', '-m', 'PEM', '-N', '', '-f', pem], check=True)
+    expect_cli_error([*base, '--identity', pem, '--socks5', f'{LOOP}:{free_port()}'], 'PEM key')
+    r = run([ALKNET, *base, '--identity', pem, '--socks5', f'{LOOP}:{free_port()}'], timeout=10)
+    check('PEM' in r.stderr.decode(), f'PEM key message unclear: {r.stderr.decode()[:200]!r}')
+    expect_cli_error([*base, '--identity', os.path.join(WORK, 'no-such-key'), '--socks5', f'{LOOP}:{free_port()}'],
+                     'missing key file')
+    expect_cli_error([*base, '--identity', WORK, '--socks5', f'{LOOP}:{free_port()}'], 'key path is a directory')
+    with socket.socket() as busy:
+        busy.bind((LOOP, 0))
+        busy.listen(1)
+        expect_cli_error([*base, '--identity', E.user_key, '--socks5', f'{LOOP}:{busy.getsockname()[1]}'],
+                         '--socks5 port in use')
+        expect_cli_error([*base, '--identity', E.user_key, '--socks5', f'{LOOP}:{free_port()}',
+                          '--forward', f'{busy.getsockname()[1]}:127.0.0.1:1'], '--forward port in use')
+    expect_cli_error([*base, '--identity', E.user_key, '--socks5', f'{LOOP}:{free_port()}', '--bogus'], 'unknown flag')
+
+
+def test_logs_never_name_destinations():
+    leaks = []
+    for path in LOGS:
+        if not os.path.exists(path):
+            continue
+        text = open(path, errors='replace').read()
+        for name in DEST_NAMES:
+            if name in text:
+                leaks.append(f'{os.path.basename(path)}: {name}')
+        for p in DEST_PORTS:
+            if re.search(rf'(?<!\d){p}(?!\d)', text):
+                leaks.append(f'{os.path.basename(path)}: port {p}')
+    check(not leaks, 'destinations in logs: ' + ', '.join(sorted(set(leaks))))
+
+
+TESTS = [
+    test_curl_download_localhost_and_ip,
+    test_parallel_32_downloads,
+    test_socks_reply_codes,
+    test_socks4a_connect,
+    test_local_forward,
+    test_remote_forward,
+    test_half_close,
+    test_known_hosts_tofu_and_changed_key,
+    test_host_key_pin,
+    test_reconnect_after_sshd_restart,
+    test_reconnect_reregisters_remote_forward,
+    test_garbage_does_not_disturb_and_fds_return,
+    test_sigterm_idle_and_active,
+    test_cli_errors,
+    test_logs_never_name_destinations,  # last: it reads every log the others wrote
+]
+
+
+def main():
+    global WORK
+    if not ALKNET or not os.access(ALKNET, os.X_OK):
+        print('usage: connect_openssh_test.py PATH/TO/alknet', file=sys.stderr)
+        return 2
+    if os.geteuid() != 0 or not os.path.exists(SSHD) or not shutil.which('curl') or not shutil.which('ssh-keygen'):
+        print('SKIP: needs root, /usr/sbin/sshd, curl and ssh-keygen')
+        return 77
+    WORK = tempfile.mkdtemp(prefix='alknet-connect-it-')
+    failed = []
+    try:
+        setup()
+        for t in TESTS:
+            name = t.__name__[5:]
+            if ONLY and not any(o in name for o in ONLY):
+                continue
+            t0 = time.monotonic()
+            try:
+                t()
+                print(f'PASS {name} ({time.monotonic() - t0:.1f}s)', flush=True)
+            except TestFailure as e:
+                failed.append(name)
+                print(f'FAIL {name}: {e}', flush=True)
+            except Exception as e:  # noqa: BLE001 - a crashed test is a failed test
+                failed.append(name)
+                print(f'FAIL {name}: {type(e).__name__}: {e}', flush=True)
+                traceback.print_exc()
+            if E.main.proc.poll() is not None:
+                print(f'FAIL main alknet exited rc={E.main.proc.returncode}:\n{E.main.log()[-3000:]}', flush=True)
+                failed.append('main-alive')
+                break
+    except Exception as e:  # noqa: BLE001
+        print(f'FAIL setup: {type(e).__name__}: {e}', flush=True)
+        traceback.print_exc()
+        failed.append('setup')
+    finally:
+        teardown()
+        if failed and os.environ.get('ALKNET_KEEP'):
+            print(f'kept {WORK}')
+        else:
+            shutil.rmtree(WORK, ignore_errors=True)
+    print(f'{len(failed)} failed' if failed else 'all passed')
+    return 1 if failed else 0
+
+
+if __name__ == '__main__':
+    sys.exit(main())

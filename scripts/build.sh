@@ -4,4 +4,4 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 dir="${1:-build}"; shift || true
 if [ ! -f "$dir/build.ninja" ]; then meson setup "$dir" "$@" >/dev/null; fi
-ninja -C "$dir" >/dev/null
+ninja -C "$dir" ${ALKNET_TARGETS:-} >/dev/null

@@ -4,7 +4,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/install-deps.sh
-bash scripts/build.sh build
+ALKNET_TARGETS=src/cli/alknet bash scripts/build.sh build
 ALKNET="$PWD/build/src/cli/alknet"
 work=$(mktemp -d /tmp/alknet-demo.XXXXXX)
 pids=()

@@ -164,8 +164,21 @@ class TlsConn final : public stream::Stream {
       int n = SSL_read(ssl_.get(), buf.data(), int(std::min<size_t>(buf.size(), INT_MAX)));
       // Post-handshake messages may have queued a reply (KeyUpdate). If a send is under way
       // its owner picks the reply up; otherwise send it now.
+      if (n > 0) {
+        // One SSL_read yields at most one record (16 KiB); fill the caller's buffer from
+        // records already received so the layer above moves big chunks. An error or EOF
+        // after some data is seen again by the next call.
+        size_t got = size_t(n);
+        while (got < buf.size()) {
+          int m = SSL_read(ssl_.get(), buf.data() + got, int(std::min<size_t>(buf.size() - got, INT_MAX)));
+          if (m <= 0) break;
+          got += size_t(m);
+        }
+        ERR_clear_error();
+        if (!out_.empty() && !send_busy_) co_await flush(dl);
+        co_return ssize_t(got);
+      }
       if (!out_.empty() && !send_busy_) co_await flush(dl);
-      if (n > 0) co_return n;
       int err = SSL_get_error(ssl_.get(), n);
       if (err == SSL_ERROR_ZERO_RETURN) {
         read_closed_ = true;

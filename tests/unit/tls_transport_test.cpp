@@ -264,7 +264,7 @@ struct SClient {
     ::close(stdin_fd);
     stdin_fd = -1;
     int status = 0;
-    for (int i = 0; i < 500; ++i) {
+    for (int i = 0; i < 1500; ++i) {
       if (waitpid(pid, &status, WNOHANG) == pid) {
         pid = -1;
         break;

@@ -32,6 +32,9 @@ constexpr const char *kSystemCaBundle = "/etc/ssl/certs/ca-certificates.crt";
 constexpr size_t kRecvBuffer = 64 * 1024 + 512;
 // Plaintext per SSL_write: its records go out together in one send.
 constexpr size_t kWriteChunk = 256 * 1024;
+// How long and how much a refused stealth client may still send after its 404.
+constexpr auto kLinger = std::chrono::seconds(1);
+constexpr size_t kLingerBytes = 64 * 1024;
 
 // Text of the oldest queued BoringSSL error, or fallback when the queue is empty.
 std::string ssl_error_text(const char *fallback) {
@@ -231,7 +234,19 @@ class TlsConn final : public stream::Stream {
       SSL_shutdown(ssl_.get());
       write_closed_ = true;
       ERR_clear_error();
-      co_await flush(dl);
+      int f = co_await flush(dl);
+      if (f == 0 && ::shutdown(fd_.get(), SHUT_WR) == 0) {
+        // Lingering close, as nginx does: closing with unread request bytes would make the
+        // kernel answer with a RST that can destroy the 404 before the client reads it.
+        auto linger_end = std::min(dl.value_or(rt::Clock::time_point::max()), rt::Clock::now() + kLinger);
+        std::byte scratch[4096];
+        size_t drained = 0;
+        while (drained < kLingerBytes) {
+          int r = co_await rt::recv(fd_.get(), scratch).with_timeout(*remaining(linger_end));
+          if (r <= 0) break;
+          drained += size_t(r);
+        }
+      }
     }
     close();
   }

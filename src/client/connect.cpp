@@ -7,12 +7,14 @@
 
 #include "net/dial.hpp"
 #include "net/proxy_dial.hpp"
+#include "net/resolver.hpp"
 #include "net/socket.hpp"
 #include "runtime/reactor.hpp"
 #include "runtime/scope.hpp"
 #include "runtime/signals.hpp"
 #include "socks5/server.hpp"
 #include "ssh/client.hpp"
+#include "transport/quic/transport.hpp"
 #include "transport/tls/tls.hpp"
 
 namespace alk::client {
@@ -66,6 +68,16 @@ class App {
       if (!ctx) return fail(ctx.error().what);
       tls_ = *ctx;
       if (o_.insecure) log("warning: --insecure: the server's TLS certificate is not verified");
+    } else if (o_.transport == "quic") {
+      // QUIC is UDP: an HTTP CONNECT or SOCKS5 CONNECT proxy cannot carry it.
+      if (o_.proxy) return fail("--proxy cannot carry --transport quic (UDP); use tls or tcp through a proxy");
+      quic_.server_name = o_.tls_server_name;
+      quic_.insecure = o_.insecure;
+      quic_.ca_file = o_.tls_ca;
+      // No name given and the server is a name: verify the certificate against that name.
+      if (quic_.server_name.empty() && !net::Endpoint::from_ip(o_.server.host, o_.server.port))
+        quic_.server_name = o_.server.host;
+      if (o_.insecure) log("warning: --insecure: the server's TLS certificate is not verified");
     } else if (o_.transport != "tcp") {
       return fail("transport " + o_.transport + " is not available in this build");
     }
@@ -114,7 +126,22 @@ class App {
     return 1;
   }
 
+  // Tries each address the server's name resolves to, like net::dial does for TCP.
+  rt::Task<rt::Result<std::unique_ptr<stream::Stream>>> open_quic() {
+    auto eps = co_await net::resolve(o_.server.host, o_.server.port);
+    if (!eps) co_return eps.error();
+    rt::Error last{EHOSTUNREACH, "no address for " + o_.server.host};
+    for (const auto &ep : eps.value()) {
+      auto s = co_await quic::quic_connect(quic_, ep);
+      if (s) co_return std::move(s).value();
+      if (s.error().code == ECANCELED) co_return s.error();
+      last = s.error();
+    }
+    co_return last;
+  }
+
   rt::Task<rt::Result<std::unique_ptr<stream::Stream>>> open_transport() {
+    if (o_.transport == "quic") co_return co_await open_quic();
     auto fd = co_await net::dial_maybe_proxy(o_.proxy, o_.server.host, o_.server.port, 15s);
     if (!fd) co_return fd.error();
     if (tls_) co_return co_await transport::tls_connect(tls_, std::move(fd).value());
@@ -231,6 +258,7 @@ class App {
   const cli::ConnectOptions &o_;
   std::shared_ptr<ssh::Identity> id_;
   std::shared_ptr<transport::TlsClientContext> tls_;
+  quic::QuicClientConfig quic_;
   std::unique_ptr<ssh::Client> client_;
   std::vector<std::unique_ptr<net::Acceptor>> listeners_;
   rt::Scope tunnels_;

@@ -19,6 +19,8 @@
 #include "ssh/client.hpp"
 #include "ssh/server.hpp"
 #include "stream/stream.hpp"
+#include "transport/quic/transport.hpp"
+#include "transport/tls/tls.hpp"
 
 namespace alk::server {
 
@@ -57,16 +59,41 @@ struct Conn {
   std::map<std::pair<std::string, uint16_t>, std::unique_ptr<RemoteForward>> forwards;
 };
 
+// What a transport's listener hands over for one connection. A TCP socket still to be
+// wrapped (plain, or TLS whose handshake runs inside the connection's own task), or a QUIC
+// stream whose handshake the listener already did.
+struct Accepted {
+  std::string ip;
+  rt::UniqueFd tcp;
+  std::unique_ptr<stream::Stream> stream;
+};
+
+// The listening side of the configured transport: exactly one of the two is set.
+struct Listener {
+  std::unique_ptr<net::Acceptor> tcp;  // tcp and tls
+  std::unique_ptr<quic::QuicListener> quic;
+  net::Endpoint local() const { return tcp ? tcp->local() : quic->local(); }
+};
+
+std::string client_ip(const net::Endpoint &ep) {
+  std::string ip = ep.ip();
+  if (ip.starts_with("::ffff:") && ip.find('.') != std::string::npos) ip = ip.substr(7);
+  return ip;
+}
+
 class Server {
  public:
-  Server(const cli::ServeOptions &o, AuthPolicy policy, std::unique_ptr<ssh::ServerBind> bind)
-      : opts_(o), policy_(std::move(policy)), bind_(std::move(bind)) {}
+  Server(const cli::ServeOptions &o, AuthPolicy policy, std::unique_ptr<ssh::ServerBind> bind,
+         std::shared_ptr<transport::TlsServerContext> tls)
+      : opts_(o), policy_(std::move(policy)), bind_(std::move(bind)), tls_(std::move(tls)) {}
 
-  rt::Task<void> run(net::Acceptor &acceptor, rt::SignalWatch &signals);
+  rt::Task<void> run(Listener &listener, rt::SignalWatch &signals);
 
  private:
-  rt::Task<void> accept_loop(net::Acceptor &acceptor);
-  rt::Task<void> serve(rt::UniqueFd fd);
+  rt::Task<void> accept_tcp(net::Acceptor &acceptor);
+  rt::Task<void> accept_quic(quic::QuicListener &listener);
+  rt::Task<rt::Result<std::unique_ptr<stream::Stream>>> open_stream(Accepted &a);
+  rt::Task<void> serve(Accepted a);
   void on_open(Conn &c, ssh::ChannelOpen op);
   rt::Task<void> dial_and_pump(Conn &c, ssh::ChannelOpen op, bool allowed);
   void on_forward(Conn &c, ssh::ForwardRequest req);
@@ -77,22 +104,24 @@ class Server {
   const cli::ServeOptions &opts_;
   AuthPolicy policy_;
   std::unique_ptr<ssh::ServerBind> bind_;
+  std::shared_ptr<transport::TlsServerContext> tls_;  // set for --transport tls
   rt::Scope sessions_;
   std::set<Conn *> live_;
   std::map<std::string, unsigned> per_ip_;
   size_t pre_auth_ = 0;
 };
 
-rt::Task<void> Server::run(net::Acceptor &acceptor, rt::SignalWatch &signals) {
+rt::Task<void> Server::run(Listener &listener, rt::SignalWatch &signals) {
   rt::Scope accepting;
-  accepting.spawn(accept_loop(acceptor));
+  if (listener.tcp) accepting.spawn(accept_tcp(*listener.tcp));
+  else accepting.spawn(accept_quic(*listener.quic));
   for (;;) {
     int sig = co_await signals.next();
     if (sig == SIGINT || sig == SIGTERM || sig < 0) break;
   }
   // Stop accepting, then disconnect every session and give them a moment to finish.
   co_await accepting.close();
-  co_await acceptor.stop();
+  if (listener.tcp) co_await listener.tcp->stop();
   for (Conn *c : live_) {
     c->stopping = true;
     c->ss->core().progress().set();
@@ -104,9 +133,11 @@ rt::Task<void> Server::run(net::Acceptor &acceptor, rt::SignalWatch &signals) {
     if (r == -ECANCELED) break;
   }
   co_await sessions_.close();
+  // QUIC sessions ride the listener's socket: it closes only after their goodbyes went out.
+  if (listener.quic) co_await listener.quic->stop();
 }
 
-rt::Task<void> Server::accept_loop(net::Acceptor &acceptor) {
+rt::Task<void> Server::accept_tcp(net::Acceptor &acceptor) {
   for (;;) {
     auto r = co_await acceptor.accept();
     if (!r) {
@@ -116,13 +147,40 @@ rt::Task<void> Server::accept_loop(net::Acceptor &acceptor) {
       if (s == -ECANCELED) co_return;
       continue;
     }
-    sessions_.spawn(serve(std::move(r.value())));
+    Accepted a;
+    a.ip = client_ip(net::Endpoint::of_socket_peer(r.value().get()));
+    a.tcp = std::move(r.value());
+    sessions_.spawn(serve(std::move(a)));
   }
 }
 
-rt::Task<void> Server::serve(rt::UniqueFd fd) {
-  std::string ip = net::Endpoint::of_socket_peer(fd.get()).ip();
-  if (ip.starts_with("::ffff:") && ip.find('.') != std::string::npos) ip = ip.substr(7);
+rt::Task<void> Server::accept_quic(quic::QuicListener &listener) {
+  for (;;) {
+    auto r = co_await listener.accept();
+    if (!r) {
+      if (r.error().code == ECANCELED || r.error().code == EBADF) co_return;
+      int s = co_await rt::sleep_for(100ms);
+      if (s == -ECANCELED) co_return;
+      continue;
+    }
+    Accepted a;
+    a.ip = client_ip(r.value().second);
+    a.stream = std::move(r.value().first);
+    sessions_.spawn(serve(std::move(a)));
+  }
+}
+
+// The transport's own handshake, inside the connection's task so a slow or failing peer only
+// ever costs its own connection. TLS failures (and stealth's 404 to a non-SSH peer) are not
+// SSH connections: nothing is logged for them unless --verbose.
+rt::Task<rt::Result<std::unique_ptr<stream::Stream>>> Server::open_stream(Accepted &a) {
+  if (a.stream) co_return std::move(a.stream);
+  if (!tls_) co_return std::unique_ptr<stream::Stream>(std::make_unique<stream::FdStream>(std::move(a.tcp)));
+  co_return co_await transport::tls_accept(tls_, std::move(a.tcp));
+}
+
+rt::Task<void> Server::serve(Accepted a) {
+  const std::string ip = a.ip;
   if (opts_.max_connections_per_ip && per_ip_[ip] >= opts_.max_connections_per_ip) {
     log_line("connection refused remote_addr=" + ip + " reason=max-connections-per-ip");
     if (per_ip_[ip] == 0) per_ip_.erase(ip);
@@ -151,10 +209,18 @@ rt::Task<void> Server::serve(rt::UniqueFd fd) {
     }
   } counts(*this, ip);
 
-  auto started = rt::Clock::now();
-  log_line("connection opened remote_addr=" + ip + " transport=tcp");
+  auto transport = co_await open_stream(a);
+  if (!transport) {
+    if (opts_.verbose && transport.error().code != ECANCELED)
+      log_line("transport handshake failed remote_addr=" + ip + " transport=" + opts_.transport +
+               " reason=" + log_safe(transport.error().what));
+    co_return;
+  }
 
-  ssh::ServerSession ss(std::make_unique<stream::FdStream>(std::move(fd)));
+  auto started = rt::Clock::now();
+  log_line("connection opened remote_addr=" + ip + " transport=" + opts_.transport);
+
+  ssh::ServerSession ss(std::move(transport).value());
   Conn conn;
   conn.ip = ip;
   conn.ss = &ss;
@@ -325,7 +391,9 @@ int run_serve(const cli::ServeOptions &opts) {
     std::fprintf(stderr, "error: %s\n", msg.c_str());
     return 1;
   };
-  if (opts.transport != "tcp") return fail("--transport " + opts.transport + " is not available in this build of alknet serve");
+  if (opts.stealth && opts.transport != "tls") return fail("--stealth requires --transport tls");
+  if (opts.transport != "tcp" && opts.tls_cert.empty())
+    return fail("--transport " + opts.transport + " needs --tls-cert and --tls-key (ACME is not available in this build)");
   auto host_key = ssh::HostKey::load(opts.key);
   if (!host_key) return fail(host_key.error().what);
   auto policy = AuthPolicy::load(opts.authorized_keys, opts.cert_authorities);
@@ -341,17 +409,39 @@ int run_serve(const cli::ServeOptions &opts) {
   auto ep = net::Endpoint::from_ip(host, opts.listen.port);
   if (!ep) return fail("--listen needs an IP address, not \"" + opts.listen.host + "\"");
 
+  std::shared_ptr<transport::TlsServerContext> tls;
+  if (opts.transport == "tls") {
+    transport::TlsServerConfig tc;
+    tc.cert_file = opts.tls_cert;
+    tc.key_file = opts.tls_key;
+    tc.stealth = opts.stealth;
+    auto ctx = transport::TlsServerContext::create(tc);
+    if (!ctx) return fail(ctx.error().what);
+    tls = std::move(ctx).value();
+  }
+
   rt::Reactor reactor;
   rt::SignalWatch signals;
-  auto lfd = net::listen_tcp(*ep);
-  if (!lfd) return fail("cannot listen on " + ep->to_string() + ": " + lfd.error().what);
-  net::Acceptor acceptor(std::move(lfd.value()));
+  Listener listener;
+  if (opts.transport == "quic") {
+    quic::QuicServerConfig qc;
+    qc.cert_file = opts.tls_cert;
+    qc.key_file = opts.tls_key;
+    auto l = quic::QuicListener::create(qc, *ep);
+    if (!l) return fail("cannot listen on " + ep->to_string() + " (udp): " + l.error().what);
+    listener.quic = std::move(l).value();
+  } else {
+    auto lfd = net::listen_tcp(*ep);
+    if (!lfd) return fail("cannot listen on " + ep->to_string() + ": " + lfd.error().what);
+    listener.tcp = std::make_unique<net::Acceptor>(std::move(lfd.value()));
+  }
   if (!opts.quiet)
-    std::fprintf(stderr, "alknet serve listening on %s transport=tcp host_key=%s\n", acceptor.local().to_string().c_str(),
+    std::fprintf(stderr, "alknet serve listening on %s transport=%s%s host_key=%s\n",
+                 listener.local().to_string().c_str(), opts.transport.c_str(), opts.stealth ? " stealth" : "",
                  host_key.value()->fingerprint().c_str());
   {
-    Server server(opts, std::move(policy.value()), std::move(bind.value()));
-    rt::run_blocking(server.run(acceptor, signals));
+    Server server(opts, std::move(policy.value()), std::move(bind.value()), std::move(tls));
+    rt::run_blocking(server.run(listener, signals));
   }
   return 0;
 }

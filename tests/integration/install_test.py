@@ -81,8 +81,11 @@ def main():
         exe = in_dest(os.path.join(bindir, "alknet"))
         check(os.path.isfile(exe) and os.access(exe, os.X_OK), f"binary installed at {bindir}/alknet")
         r = run([exe, "--version"])
+        # The build tree's rpath is dropped on install, so this is where a missing install_rpath
+        # (e.g. to Debian's BoringSSL in /usr/lib/<triplet>/android) shows up.
         check(r.returncode == 0 and re.match(r"^alknet \S+\n$", r.stdout) is not None,
-              f"installed binary runs: --version -> {r.stdout.strip()!r}")
+              f"installed binary runs: --version -> {r.stdout.strip()!r}" +
+              (f" (exit {r.returncode}: {r.stderr.strip()})" if r.returncode != 0 else ""))
         version = r.stdout.split()[1] if r.returncode == 0 and r.stdout.split() else None
         helps = ""
         for sub in ("connect", "serve"):

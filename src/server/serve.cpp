@@ -410,14 +410,16 @@ int run_serve(const cli::ServeOptions &opts) {
   if (!ep) return fail("--listen needs an IP address, not \"" + opts.listen.host + "\"");
 
   std::shared_ptr<transport::TlsServerContext> tls;
-  if (opts.transport == "tls") {
+  if (opts.transport == "tls" || opts.transport == "quic") {
+    // For quic too: the TLS loader's messages name the file and the reason (a key that does
+    // not match its certificate), before any socket is opened.
     transport::TlsServerConfig tc;
     tc.cert_file = opts.tls_cert;
     tc.key_file = opts.tls_key;
     tc.stealth = opts.stealth;
     auto ctx = transport::TlsServerContext::create(tc);
     if (!ctx) return fail(ctx.error().what);
-    tls = std::move(ctx).value();
+    if (opts.transport == "tls") tls = std::move(ctx).value();
   }
 
   rt::Reactor reactor;

@@ -1,0 +1,1017 @@
+#!/usr/bin/env python3
+"""alknet connect <-> alknet serve over --transport tls (incl. --stealth) and quic (issues 5, 6).
+
+usage: transports_test.py PATH/TO/alknet [test-name-substring ...]
+
+Everything runs on 127.0.0.1: alknet serve with generated Ed25519 keys and a self-signed
+certificate (openssl req), a python HTTP server with random files, alknet connect in front,
+and real peers for the TLS side (curl -k, openssl s_client, OpenSSH ssh through a
+ProxyCommand). Each test prints PASS/FAIL; the exit status is non-zero if any failed, 77
+(meson's "skipped") when curl, openssl or ssh-keygen are missing. The packet-loss test needs
+root (ip netns, tc netem) and is skipped without it.
+"""
+
+import hashlib
+import http.server
+import os
+import random
+import re
+import shutil
+import signal
+import socket
+import ssl
+import struct
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import traceback
+
+ALKNET = os.path.abspath(sys.argv[1]) if len(sys.argv) > 1 else ''
+ONLY = sys.argv[2:]
+LOOP = '127.0.0.1'
+NOT_FOUND = b'HTTP/1.1 404 Not Found\r\nServer: nginx\r\n\r\n'
+
+WORK = None
+LOGS = []            # every alknet log file: checked for destinations at the end
+DEST_PORTS = set()   # destination ports the tunnels carried traffic to
+RATES = {}           # name -> MB/s, printed at the end
+
+
+class TestFailure(Exception):
+    pass
+
+
+def check(cond, why):
+    if not cond:
+        raise TestFailure(why)
+
+
+# ---------------------------------------------------------------------------------------
+# small helpers
+
+def free_port(kind=socket.SOCK_STREAM):
+    """A loopback port free for both TCP and UDP (quic listens on UDP, tls on TCP)."""
+    for _ in range(50):
+        with socket.socket(type=kind) as s:
+            s.bind((LOOP, 0))
+            p = s.getsockname()[1]
+        other = socket.SOCK_DGRAM if kind == socket.SOCK_STREAM else socket.SOCK_STREAM
+        try:
+            with socket.socket(type=other) as s:
+                s.bind((LOOP, p))
+            return p
+        except OSError:
+            continue
+    raise TestFailure('no free port')
+
+
+def wait_until(pred, timeout, step=0.05):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        v = pred()
+        if v:
+            return v
+        time.sleep(step)
+    return pred()
+
+
+def run(cmd, timeout=30, **kw):
+    return subprocess.run(cmd, capture_output=True, timeout=timeout, **kw)
+
+
+def keygen(path):
+    run(['ssh-keygen', '-q', '-t', 'ed25519', '-N', '', '-C', 'alknet-test', '-f', path], check=True)
+    return path
+
+
+def fd_count(pid):
+    try:
+        return len(os.listdir(f'/proc/{pid}/fd'))
+    except OSError:
+        return -1
+
+
+def sha(path):
+    h = hashlib.sha256()
+    with open(path, 'rb') as f:
+        for b in iter(lambda: f.read(1 << 20), b''):
+            h.update(b)
+    return h.hexdigest()
+
+
+class Proc:
+    """An alknet process with its log file."""
+
+    def __init__(self, name, args):
+        self.name = name
+        self.log_path = os.path.join(WORK, f'alknet-{name}.log')
+        LOGS.append(self.log_path)
+        self.logf = open(self.log_path, 'ab')
+        self.proc = subprocess.Popen([ALKNET, *args], stdin=subprocess.DEVNULL, stdout=self.logf,
+                                     stderr=subprocess.STDOUT)
+
+    def log(self):
+        with open(self.log_path, 'rb') as f:
+            return f.read().decode(errors='replace')
+
+    def wait_log(self, needle, timeout, count=1):
+        ok = wait_until(lambda: self.log().count(needle) >= count or self.proc.poll() is not None, timeout)
+        if not ok or self.log().count(needle) < count:
+            raise TestFailure(f'alknet[{self.name}] log lacks {needle!r} x{count} after {timeout}s; '
+                              f'rc={self.proc.poll()} log:\n{self.log()[-3000:]}')
+
+    def alive(self):
+        return self.proc.poll() is None
+
+    def stop(self, timeout=5):
+        """SIGTERM; returns (exit code, seconds it took)."""
+        t0 = time.monotonic()
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=timeout)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(timeout=5)
+        self.logf.close()
+        return self.proc.returncode, time.monotonic() - t0
+
+
+class Server(Proc):
+    def __init__(self, name, transport, port=None, extra=(), wait=True, netns=None):
+        self.port = port or free_port(socket.SOCK_DGRAM if transport == 'quic' else socket.SOCK_STREAM)
+        self.transport = transport
+        args = ['serve', '--key', E.host_key, '--authorized-keys', E.auth_keys, '--transport', transport,
+                '--listen', f'{netns[1] if netns else LOOP}:{self.port}']
+        if transport != 'tcp':
+            args += ['--tls-cert', E.cert, '--tls-key', E.key]
+        args += list(extra)
+        if netns:
+            args = ['ip', 'netns', 'exec', netns[0], ALKNET, *args]
+            self.name = name
+            self.log_path = os.path.join(WORK, f'alknet-{name}.log')
+            LOGS.append(self.log_path)
+            self.logf = open(self.log_path, 'ab')
+            self.proc = subprocess.Popen(args, stdin=subprocess.DEVNULL, stdout=self.logf, stderr=subprocess.STDOUT)
+        else:
+            super().__init__(name, args)
+        if wait:
+            self.wait_log('listening on', 10)
+
+
+class Client(Proc):
+    def __init__(self, name, server_port, transport, extra=(), wait=True, server_host=LOOP, trust=True):
+        self.socks = free_port()
+        self.known_hosts = os.path.join(WORK, f'kh-{name}')
+        args = ['connect', '--server', f'{server_host}:{server_port}', '--transport', transport,
+                '--identity', E.user_key, '--known-hosts', self.known_hosts, '--socks5', f'{LOOP}:{self.socks}']
+        if trust and transport != 'tcp':
+            args += ['--tls-ca', E.cert]
+        args += list(extra)
+        super().__init__(name, args)
+        if wait:
+            self.wait_log('connected transport=', 15)
+
+
+class QuietHandler(http.server.SimpleHTTPRequestHandler):
+    def log_message(self, *a):
+        pass
+
+
+class HttpServer:
+    def __init__(self, root, host=LOOP):
+        handler = lambda *a, **kw: QuietHandler(*a, directory=root, **kw)  # noqa: E731
+        http.server.ThreadingHTTPServer.daemon_threads = True
+        self.srv = http.server.ThreadingHTTPServer((host, 0), handler)
+        self.port = self.srv.server_address[1]
+        DEST_PORTS.add(self.port)
+        threading.Thread(target=self.srv.serve_forever, daemon=True).start()
+
+    def stop(self):
+        self.srv.shutdown()
+        self.srv.server_close()
+
+
+class HttpConnectProxy:
+    """A tiny HTTP CONNECT proxy: remembers every target it was asked for."""
+
+    def __init__(self):
+        self.targets = []
+        self.lsock = socket.socket()
+        self.lsock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self.lsock.bind((LOOP, 0))
+        self.lsock.listen(64)
+        self.port = self.lsock.getsockname()[1]
+        threading.Thread(target=self.loop, daemon=True).start()
+
+    def loop(self):
+        while True:
+            try:
+                c, _ = self.lsock.accept()
+            except OSError:
+                return
+            threading.Thread(target=self.handle, args=(c,), daemon=True).start()
+
+    @staticmethod
+    def relay(a, b):
+        try:
+            while True:
+                d = a.recv(65536)
+                if not d:
+                    break
+                b.sendall(d)
+            b.shutdown(socket.SHUT_WR)
+        except OSError:
+            pass
+
+    def handle(self, c):
+        with c:
+            head = b''
+            while b'\r\n\r\n' not in head:
+                d = c.recv(4096)
+                if not d:
+                    return
+                head += d
+            line = head.split(b'\r\n', 1)[0].decode()
+            m = re.match(r'CONNECT (\S+):(\d+) HTTP/1\.[01]$', line)
+            if not m:
+                c.sendall(b'HTTP/1.1 400 Bad Request\r\n\r\n')
+                return
+            self.targets.append((m.group(1), int(m.group(2))))
+            try:
+                u = socket.create_connection((m.group(1).strip('[]'), int(m.group(2))), timeout=10)
+            except OSError:
+                c.sendall(b'HTTP/1.1 502 Bad Gateway\r\n\r\n')
+                return
+            with u:
+                u.settimeout(None)
+                c.sendall(b'HTTP/1.1 200 Connection established\r\n\r\n')
+                rest = head.split(b'\r\n\r\n', 1)[1]
+                if rest:
+                    u.sendall(rest)
+                t = threading.Thread(target=self.relay, args=(u, c), daemon=True)
+                t.start()
+                self.relay(c, u)
+                t.join(60)
+
+    def stop(self):
+        self.lsock.close()
+
+
+# ---------------------------------------------------------------------------------------
+# SOCKS / curl
+
+def recv_exact(s, n):
+    out = b''
+    while len(out) < n:
+        b = s.recv(n - len(out))
+        if not b:
+            raise TestFailure(f'connection closed after {len(out)} of {n} bytes')
+        out += b
+    return out
+
+
+def socks5_request(socks_port, host=LOOP, port=80, timeout=10):
+    """Returns (rep, sock or None, elapsed). rep -1 = connection closed without a reply."""
+    t0 = time.monotonic()
+    try:
+        s = socket.create_connection((LOOP, socks_port), timeout=timeout)
+    except OSError:
+        return -1, None, time.monotonic() - t0
+    s.settimeout(timeout)
+    try:
+        s.sendall(b'\x05\x01\x00')
+        if s.recv(2) != b'\x05\x00':
+            s.close()
+            return -1, None, time.monotonic() - t0
+        s.sendall(b'\x05\x01\x00\x01' + socket.inet_aton(host) + struct.pack('>H', port))
+        head = recv_exact(s, 4)
+        recv_exact(s, {1: 4, 4: 16}.get(head[3], 0) + 2)
+        if head[1] != 0:
+            s.close()
+            return head[1], None, time.monotonic() - t0
+        return 0, s, time.monotonic() - t0
+    except (socket.timeout, ConnectionError, TestFailure):
+        s.close()
+        return -1, None, time.monotonic() - t0
+
+
+def url(name, host=LOOP):
+    return f'http://{host}:{E.http.port}/{name}'
+
+
+def curl(socks_port, u, out, extra=(), timeout=120):
+    return subprocess.run(['curl', '-sS', '--fail', '--max-time', str(timeout - 5), '--socks5-hostname',
+                           f'{LOOP}:{socks_port}', '-o', out, *extra, u], capture_output=True, timeout=timeout)
+
+
+def fetch_ok(socks_port, name='small.bin', what='download', host=LOOP):
+    out = os.path.join(WORK, f'dl-{socks_port}-{name}-{random.randrange(1 << 30)}')
+    t0 = time.monotonic()
+    r = curl(socks_port, url(name, host), out)
+    dt = time.monotonic() - t0
+    check(r.returncode == 0, f'{what}: curl rc={r.returncode} {r.stderr.decode()[-300:]}')
+    check(sha(out) == E.files[name], f'{what}: {name} differs')
+    os.unlink(out)
+    return dt
+
+
+def parallel_downloads(socks_port, n, name):
+    procs = []
+    for i in range(n):
+        out = os.path.join(WORK, f'par-{socks_port}-{i}')
+        procs.append((out, subprocess.Popen(
+            ['curl', '-sS', '--fail', '--max-time', '150', '--socks5-hostname', f'{LOOP}:{socks_port}', '-o', out,
+             url(name)], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)))
+    bad = []
+    for out, p in procs:
+        try:
+            _, err = p.communicate(timeout=160)
+        except subprocess.TimeoutExpired:
+            p.kill()
+            p.communicate()
+            bad.append(f'{os.path.basename(out)}: timeout')
+            continue
+        if p.returncode != 0:
+            bad.append(f'{os.path.basename(out)}: rc={p.returncode} {err.decode()[-200:]}')
+        elif sha(out) != E.files[name]:
+            bad.append(f'{os.path.basename(out)}: content differs')
+        if os.path.exists(out):
+            os.unlink(out)
+    check(not bad, '; '.join(bad))
+
+
+# ---------------------------------------------------------------------------------------
+# shared fixture
+
+class Env:
+    pass
+
+
+E = Env()
+
+
+def setup():
+    E.host_key = keygen(os.path.join(WORK, 'host_ed25519'))
+    E.user_key = keygen(os.path.join(WORK, 'id_ed25519'))
+    E.auth_keys = os.path.join(WORK, 'authorized_keys')
+    shutil.copy(E.user_key + '.pub', E.auth_keys)
+    E.cert = os.path.join(WORK, 'cert.pem')
+    E.key = os.path.join(WORK, 'key.pem')
+    run(['openssl', 'req', '-x509', '-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:prime256v1', '-nodes',
+         '-subj', '/CN=localhost', '-addext', 'subjectAltName=DNS:localhost,IP:127.0.0.1', '-days', '2',
+         '-keyout', E.key, '-out', E.cert], check=True)
+    E.www = os.path.join(WORK, 'www')
+    os.makedirs(E.www)
+    E.files = {}
+    for name, size in (('big.bin', 5 << 20), ('huge.bin', 32 << 20), ('small.bin', 200 << 10)):
+        p = os.path.join(E.www, name)
+        with open(p, 'wb') as f:
+            f.write(os.urandom(size))
+        E.files[name] = sha(p)
+    E.http = HttpServer(E.www)
+    E.tls = Server('tls', 'tls')
+    E.quic = Server('quic', 'quic')
+
+
+def teardown():
+    for name in ('tls', 'quic'):
+        s = getattr(E, name, None)
+        if s:
+            s.stop()
+    if getattr(E, 'http', None):
+        E.http.stop()
+
+
+# ---------------------------------------------------------------------------------------
+# tls
+
+def test_tls_curl_5mb_byte_exact():
+    c = Client('tls-main', E.tls.port, 'tls')
+    try:
+        dt = fetch_ok(c.socks, 'big.bin', 'tls 5 MB')
+        RATES['tls 5 MB (curl via SOCKS5)'] = 5 * 1.048576 / dt
+        fetch_ok(c.socks, 'big.bin', 'tls 5 MB by name', host='localhost')
+        dt = fetch_ok(c.socks, 'huge.bin', 'tls 32 MB')
+        RATES['tls 32 MB (curl via SOCKS5)'] = 32 * 1.048576 / dt
+        check('connection opened remote_addr=127.0.0.1 transport=tls' in E.tls.log(),
+              'server did not log transport=tls')
+        check('connected transport=tls' in c.log(), 'client did not log transport=tls')
+    finally:
+        c.stop()
+
+
+def test_tls_refuses_self_signed_without_trust():
+    c = Client('tls-untrusted', E.tls.port, 'tls', wait=False, trust=False)
+    try:
+        c.wait_log('connect failed', 10)
+        log = c.log()
+        check('connected transport=' not in log, 'client connected to an untrusted certificate')
+        check(re.search(r'not trusted: .*self.signed', log, re.I) is not None,
+              f'log does not say why: {log[-500:]!r}')
+        rep, s, dt = socks5_request(c.socks, port=E.http.port)
+        check(rep != 0 and s is None, f'SOCKS through a refused transport: REP {rep}')
+        check(dt < 2, f'SOCKS failure took {dt:.2f}s')
+    finally:
+        c.stop()
+    # A certificate for another name is refused even with the CA trusted.
+    c = Client('tls-wrong-name', E.tls.port, 'tls', wait=False, extra=['--tls-server-name', 'example.com'])
+    try:
+        c.wait_log('connect failed', 10)
+        check('connected transport=' not in c.log(), 'client accepted a certificate for another name')
+    finally:
+        c.stop()
+
+
+def test_tls_accepts_with_ca_and_with_insecure():
+    c = Client('tls-ca-name', E.tls.port, 'tls', extra=['--tls-server-name', 'localhost'])
+    try:
+        fetch_ok(c.socks, what='--tls-ca + --tls-server-name localhost')
+    finally:
+        c.stop()
+    c = Client('tls-insecure', E.tls.port, 'tls', trust=False, extra=['--insecure'])
+    try:
+        check('warning: --insecure' in c.log(), '--insecure without a warning')
+        fetch_ok(c.socks, what='--insecure')
+    finally:
+        c.stop()
+
+
+def test_tls_openssh_proxycommand():
+    if not shutil.which('ssh'):
+        print('  (skipped: no ssh client)')
+        return
+    socks = free_port()
+    kh = os.path.join(WORK, 'kh-openssh')
+    log = os.path.join(WORK, 'ssh-proxycommand.log')
+    cmd = ['ssh', '-N', '-D', f'{LOOP}:{socks}', '-i', E.user_key, '-o', 'IdentitiesOnly=yes',
+           '-o', 'StrictHostKeyChecking=no', '-o', f'UserKnownHostsFile={kh}', '-o', 'BatchMode=yes',
+           '-o', 'ExitOnForwardFailure=yes', '-F', '/dev/null', '-E', log,
+           '-o', f'ProxyCommand=openssl s_client -quiet -alpn alknet-ssh -connect {LOOP}:{E.tls.port}',
+           '-p', str(E.tls.port), f'alknet@{LOOP}']
+    p = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        ok = wait_until(lambda: p.poll() is not None or socks5_request(socks, port=E.http.port)[0] == 0, 15, 0.2)
+        check(ok and p.poll() is None, f'ssh through openssl s_client never came up: rc={p.poll()} '
+                                        f'{open(log).read()[-800:] if os.path.exists(log) else ""}')
+        fetch_ok(socks, 'big.bin', 'OpenSSH ssh -D through s_client')
+    finally:
+        p.terminate()
+        try:
+            p.wait(5)
+        except subprocess.TimeoutExpired:
+            p.kill()
+
+
+def tls_raw_probe(port, send, alpn=None, timeout=15):
+    """What a TLS peer that is not alknet reads back: every byte until close."""
+    ctx = ssl.create_default_context()
+    ctx.check_hostname = False
+    ctx.verify_mode = ssl.CERT_NONE
+    if alpn:
+        ctx.set_alpn_protocols(alpn)
+    with socket.create_connection((LOOP, port), timeout=timeout) as raw:
+        with ctx.wrap_socket(raw, server_hostname='localhost') as s:
+            if send:
+                s.sendall(send)
+            data = b''
+            while True:
+                try:
+                    b = s.recv(4096)
+                except (ssl.SSLError, ConnectionError):
+                    break
+                if not b:
+                    break
+                data += b
+            return data
+
+
+def test_stealth_looks_like_nginx():
+    srv = Server('stealth', 'tls', extra=['--stealth'])
+    try:
+        # curl -k (offers h2 and http/1.1): the raw response, as curl -i prints it.
+        r = run(['curl', '-k', '-sS', '-i', '--max-time', '15', f'https://{LOOP}:{srv.port}/'], timeout=20)
+        check(r.stdout == NOT_FOUND, f'curl -k got {r.stdout!r} (rc={r.returncode} {r.stderr[-200:]!r})')
+        # openssl s_client without ALPN.
+        r = run(['openssl', 's_client', '-quiet', '-connect', f'{LOOP}:{srv.port}'],
+                input=b'GET / HTTP/1.1\r\nHost: localhost\r\n\r\n', timeout=20)
+        check(r.stdout == NOT_FOUND, f'openssl s_client got {r.stdout!r}')
+        # Byte-exact from python too: an HTTP request, an h2 ALPN, and silence past the peek timeout.
+        got = tls_raw_probe(srv.port, b'GET / HTTP/1.0\r\n\r\n', alpn=['http/1.1'])
+        check(got == NOT_FOUND, f'http/1.1 probe got {got!r}')
+        got = tls_raw_probe(srv.port, b'PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n', alpn=['h2'])
+        check(got == NOT_FOUND, f'h2 probe got {got!r}')
+        got = tls_raw_probe(srv.port, b'SSH-2.0-x\r\n')  # SSH banner but no ALPN: still a 404
+        check(got == NOT_FOUND, f'SSH without ALPN got {got!r}')
+        got = tls_raw_probe(srv.port, None)
+        check(got == NOT_FOUND, f'silent peer got {got!r}')
+        # None of that is an SSH connection in the log.
+        log = srv.log()
+        check('connection opened' not in log and 'auth attempt' not in log,
+              f'probes were logged as connections: {log[-600:]!r}')
+        # An alknet client still gets its tunnel.
+        c = Client('stealth-client', srv.port, 'tls')
+        try:
+            fetch_ok(c.socks, 'big.bin', 'through a stealth server')
+        finally:
+            c.stop()
+        rc, dt = srv.stop()
+        check(rc == 0, f'stealth server exit {rc}')
+    finally:
+        srv.stop()
+
+
+def expect_cli_error(args, what, needle=None):
+    t0 = time.monotonic()
+    r = run([ALKNET, *args], timeout=10)
+    dt = time.monotonic() - t0
+    err = r.stderr.decode()
+    check(r.returncode != 0, f'{what}: exit 0')
+    check(err.startswith('error: '), f'{what}: stderr {err[:200]!r}')
+    check(needle is None or needle in err, f'{what}: message lacks {needle!r}: {err[:200]!r}')
+    check(dt < 2, f'{what}: took {dt:.2f}s')
+
+
+def test_cli_errors():
+    base = ['serve', '--key', E.host_key, '--authorized-keys', E.auth_keys, '--listen', f'{LOOP}:{free_port()}']
+    expect_cli_error([*base, '--transport', 'tcp', '--stealth'], '--stealth with tcp', '--stealth')
+    expect_cli_error([*base, '--transport', 'quic', '--stealth', '--tls-cert', E.cert, '--tls-key', E.key],
+                     '--stealth with quic', '--stealth')
+    expect_cli_error([*base, '--transport', 'tls'], 'tls without a certificate')
+    expect_cli_error([*base, '--transport', 'tls', '--tls-cert', E.cert, '--tls-key', E.host_key],
+                     'tls with an unusable key', 'key')
+    expect_cli_error([*base, '--transport', 'tls', '--tls-cert', os.path.join(WORK, 'nope.pem'), '--tls-key', E.key],
+                     'tls with a missing certificate', 'nope.pem')
+    other = os.path.join(WORK, 'other-key.pem')
+    run(['openssl', 'ecparam', '-name', 'prime256v1', '-genkey', '-noout', '-out', other], check=True)
+    expect_cli_error([*base, '--transport', 'quic', '--tls-cert', E.cert, '--tls-key', other],
+                     'quic with a key that does not match', 'does not match')
+    with socket.socket(type=socket.SOCK_DGRAM) as busy:
+        busy.bind((LOOP, 0))
+        expect_cli_error(['serve', '--key', E.host_key, '--authorized-keys', E.auth_keys, '--transport', 'quic',
+                          '--tls-cert', E.cert, '--tls-key', E.key, '--listen', f'{LOOP}:{busy.getsockname()[1]}'],
+                         'quic port in use')
+    expect_cli_error(['connect', '--server', f'{LOOP}:{E.quic.port}', '--transport', 'quic', '--identity',
+                      E.user_key, '--socks5', f'{LOOP}:{free_port()}', '--proxy', f'socks5://{LOOP}:1'],
+                     'quic through a TCP proxy', '--proxy')
+
+
+def test_tls_through_nested_socks5_proxy():
+    outer = Client('tls-outer', E.tls.port, 'tls')
+    inner = None
+    try:
+        inner = Client('tls-inner', E.tls.port, 'tls', extra=['--proxy', f'socks5://{LOOP}:{outer.socks}'])
+        fetch_ok(inner.socks, 'big.bin', 'alknet inside alknet')
+        check(outer.alive(), 'outer client died')
+    finally:
+        if inner:
+            inner.stop()
+        outer.stop()
+
+
+def test_tls_through_http_connect_proxy():
+    proxy = HttpConnectProxy()
+    c = None
+    try:
+        c = Client('tls-httpproxy', E.tls.port, 'tls', extra=['--proxy', f'http://{LOOP}:{proxy.port}'])
+        fetch_ok(c.socks, 'big.bin', 'through an HTTP CONNECT proxy')
+        check(any(int(p) == E.tls.port for _, p in proxy.targets), f'proxy never used: {proxy.targets}')
+    finally:
+        if c:
+            c.stop()
+        proxy.stop()
+
+
+def slow_download(socks, out, result):
+    r = curl(socks, url('big.bin'), out, extra=['--limit-rate', '1500K'], timeout=60)
+    result.append((r.returncode, r.stderr.decode()[-200:]))
+
+
+def test_tls_garbage_costs_nothing():
+    c = Client('tls-garbage', E.tls.port, 'tls')
+    try:
+        pid = E.tls.proc.pid
+        time.sleep(0.3)
+        baseline = fd_count(pid)
+        opened = E.tls.log().count('connection opened')
+        out = os.path.join(WORK, 'garbage-dl')
+        result = []
+        t = threading.Thread(target=slow_download, args=(c.socks, out, result), daemon=True)
+        t.start()
+        time.sleep(0.3)
+        for i in range(40):
+            try:
+                with socket.create_connection((LOOP, E.tls.port), timeout=5) as s:
+                    # random bytes; an HTTP request in the clear; half a ClientHello record header
+                    s.sendall([os.urandom(1 + i * 53), b'GET / HTTP/1.1\r\nHost: x\r\n\r\n',
+                               b'\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03', b'SSH-2.0-OpenSSH_9.0\r\n'][i % 4])
+            except OSError:
+                pass
+            s2 = socket.create_connection((LOOP, E.tls.port), timeout=5)
+            s2.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack('ii', 1, 0))
+            s2.sendall(b'\x16\x03\x01')
+            s2.close()  # RST mid-handshake
+        t.join(60)
+        check(result and result[0][0] == 0, f'download during garbage failed: {result}')
+        check(sha(out) == E.files['big.bin'], 'download during garbage differs')
+        ok = wait_until(lambda: fd_count(pid) <= baseline, 15, step=0.2)
+        check(ok, f'server fds did not return to baseline: {fd_count(pid)} > {baseline}')
+        check(E.tls.log().count('connection opened') == opened, 'garbage was logged as a connection')
+        check(E.tls.alive(), 'server died')
+        fetch_ok(c.socks, what='after garbage')
+    finally:
+        c.stop()
+
+
+def test_per_ip_cap_all_transports():
+    for transport in ('tls', 'quic'):
+        srv = Server(f'cap-{transport}', transport, extra=['--max-connections-per-ip', '1'])
+        a = b = None
+        try:
+            a = Client(f'cap-{transport}-a', srv.port, transport)
+            b = Client(f'cap-{transport}-b', srv.port, transport, wait=False)
+            srv.wait_log('reason=max-connections-per-ip', 10)
+            check('connected transport=' not in b.log(), f'{transport}: second client got past the per-IP cap')
+            fetch_ok(a.socks, what=f'{transport}: first client under the cap')
+        finally:
+            for x in (b, a):
+                if x:
+                    x.stop()
+            srv.stop()
+
+
+def test_sigterm_with_live_sessions():
+    for transport in ('tls', 'quic'):
+        srv = Server(f'sigterm-{transport}', transport)
+        c = None
+        try:
+            c = Client(f'sigterm-{transport}', srv.port, transport)
+            out = os.path.join(WORK, f'sigterm-dl-{transport}')
+            result = []
+            t = threading.Thread(target=slow_download, args=(c.socks, out, result), daemon=True)
+            t.start()
+            time.sleep(0.5)
+            rc, dt = srv.stop()
+            check(rc == 0, f'{transport}: serve exit {rc} after SIGTERM')
+            check(dt < 3.5, f'{transport}: SIGTERM took {dt:.1f}s')
+            c.wait_log('disconnected', 10)
+            t.join(60)
+        finally:
+            if c:
+                c.stop()
+            srv.stop()
+
+
+# ---------------------------------------------------------------------------------------
+# quic
+
+def test_quic_32mb_byte_exact():
+    c = Client('quic-main', E.quic.port, 'quic')
+    try:
+        dt = fetch_ok(c.socks, 'huge.bin', 'quic 32 MB')
+        RATES['quic 32 MB (curl via SOCKS5)'] = 32 * 1.048576 / dt
+        out = os.path.join(WORK, 'direct-huge')
+        t0 = time.monotonic()
+        r = run(['curl', '-sS', '--fail', '-o', out, url('huge.bin')], timeout=60)
+        if r.returncode == 0:
+            RATES['baseline: same 32 MB straight from the python http server'] = 32 * 1.048576 / (time.monotonic() - t0)
+        check('connection opened remote_addr=127.0.0.1 transport=quic' in E.quic.log(),
+              'server did not log transport=quic')
+        parallel_downloads(c.socks, 16, 'big.bin')
+    finally:
+        c.stop()
+
+
+def test_quic_certificate_rules():
+    c = Client('quic-untrusted', E.quic.port, 'quic', wait=False, trust=False)
+    try:
+        c.wait_log('connect failed', 15)
+        check('connected transport=' not in c.log(), 'quic client accepted an untrusted certificate')
+        check('certificate' in c.log(), f'log does not say why: {c.log()[-400:]!r}')
+        rep, s, dt = socks5_request(c.socks, port=E.http.port)
+        check(rep != 0 and dt < 2, f'SOCKS through a refused quic transport: REP {rep} in {dt:.2f}s')
+    finally:
+        c.stop()
+    c = Client('quic-insecure', E.quic.port, 'quic', trust=False, extra=['--insecure'])
+    try:
+        check('warning: --insecure' in c.log(), '--insecure without a warning')
+        fetch_ok(c.socks, what='quic --insecure')
+    finally:
+        c.stop()
+    c = Client('quic-by-name', E.quic.port, 'quic', server_host='localhost')
+    try:
+        fetch_ok(c.socks, what='quic to --server localhost (certificate checked against the name)')
+    finally:
+        c.stop()
+
+
+def test_quic_server_restart_reconnects():
+    srv = Server('quic-restart', 'quic')
+    port = srv.port
+    c = None
+    try:
+        c = Client('quic-restart', port, 'quic')
+        fetch_ok(c.socks, what='before restart')
+        srv.stop()
+        c.wait_log('disconnected', 10)
+        rep, s, dt = socks5_request(c.socks, port=E.http.port)
+        check(rep != 0 and dt < 2, f'SOCKS while disconnected: REP {rep} in {dt:.2f}s')
+        time.sleep(1.5)
+        srv = Server('quic-restart-2', 'quic', port=port)
+        c.wait_log('connected transport=quic', 20, count=2)
+        fetch_ok(c.socks, 'big.bin', 'after restart')
+    finally:
+        if c:
+            c.stop()
+        srv.stop()
+
+
+def junk_datagrams(port, n=3000):
+    rnd = random.Random(7)
+    with socket.socket(type=socket.SOCK_DGRAM) as u:
+        for i in range(n):
+            kind = i % 5
+            if kind == 0:
+                d = os.urandom(rnd.randrange(1, 1500))
+            elif kind == 1:  # an Initial-looking long header (v1, random DCID), padded to 1200
+                dcid = os.urandom(rnd.randrange(0, 21))
+                d = bytes([0xc0 | rnd.randrange(4)]) + b'\x00\x00\x00\x01' + bytes([len(dcid)]) + dcid + \
+                    b'\x08' + os.urandom(8) + b'\x00' + b'\x44\xb0' + os.urandom(1200)
+            elif kind == 2:  # short header with a random DCID
+                d = bytes([0x40 | rnd.randrange(64)]) + os.urandom(rnd.randrange(20, 1400))
+            elif kind == 3:  # an unknown version (version negotiation bait)
+                d = b'\xc0' + os.urandom(4) + b'\x08' + os.urandom(8) + b'\x08' + os.urandom(8) + os.urandom(1200)
+            else:  # tiny and empty-ish
+                d = os.urandom(rnd.randrange(1, 8))
+            try:
+                u.sendto(d, (LOOP, port))
+            except OSError:
+                pass
+            if i % 200 == 0:
+                time.sleep(0.01)
+
+
+def test_quic_junk_datagrams():
+    c = Client('quic-junk', E.quic.port, 'quic')
+    try:
+        pid = E.quic.proc.pid
+        baseline = fd_count(pid)
+        opened = E.quic.log().count('connection opened')
+        junk_datagrams(E.quic.port)
+        check(E.quic.alive(), 'quic server died from junk datagrams')
+        fetch_ok(c.socks, 'big.bin', 'quic session after junk')
+        c2 = Client('quic-after-junk', E.quic.port, 'quic')
+        try:
+            fetch_ok(c2.socks, what='new quic client after junk')
+        finally:
+            c2.stop()
+        check(E.quic.log().count('connection opened') == opened + 1, 'junk was logged as a connection')
+        ok = wait_until(lambda: fd_count(pid) <= baseline, 10, step=0.2)
+        check(ok, f'quic server fds did not return to baseline: {fd_count(pid)} > {baseline}')
+    finally:
+        c.stop()
+
+
+# ---------------------------------------------------------------------------------------
+# quic over a lossy, slow link (ip netns + veth + tc netem): needs root
+
+NETNS = 'alknet-it-%d' % os.getpid()
+VETH_HOST, VETH_NS = 'alkh%d' % (os.getpid() % 100000), 'alkn%d' % (os.getpid() % 100000)
+HOST_IP, NS_IP = '10.231.%d.1' % (os.getpid() % 250), '10.231.%d.2' % (os.getpid() % 250)
+
+
+def sh(*cmd):
+    r = run(list(cmd), timeout=20)
+    if r.returncode != 0:
+        raise TestFailure(f'{" ".join(cmd)}: {r.stderr.decode().strip()}')
+
+
+class LossyUdpRelay:
+    """Userspace stand-in for netem when the kernel has none: forwards one client's datagrams
+    to the server and back, dropping `loss` of them and delaying the rest by `delay` each way."""
+
+    def __init__(self, server_port, loss=0.01, delay=0.02):
+        self.loss, self.delay = loss, delay
+        self.rnd = random.Random(1)
+        self.front = socket.socket(type=socket.SOCK_DGRAM)
+        self.front.bind((LOOP, 0))
+        self.port = self.front.getsockname()[1]
+        self.back = socket.socket(type=socket.SOCK_DGRAM)
+        self.back.connect((LOOP, server_port))
+        for so in (self.front, self.back):
+            so.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 8 << 20)
+            so.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 8 << 20)
+        self.client = None
+        self.stopped = False
+        self.dropped = self.passed = 0
+        self.queues = []
+        for src, send in ((self.front, lambda d: self.back.send(d)),
+                          (self.back, lambda d: self.client and self.front.sendto(d, self.client))):
+            q = {'items': [], 'cv': threading.Condition()}
+            self.queues.append(q)
+            threading.Thread(target=self.receive, args=(src, q), daemon=True).start()
+            threading.Thread(target=self.deliver, args=(q, send), daemon=True).start()
+
+    def receive(self, sock, q):
+        while not self.stopped:
+            try:
+                d, addr = sock.recvfrom(65536)
+            except OSError:
+                return
+            if sock is self.front:
+                self.client = addr
+            if self.rnd.random() < self.loss:
+                self.dropped += 1
+                continue
+            self.passed += 1
+            with q['cv']:
+                q['items'].append((time.monotonic() + self.delay, d))
+                q['cv'].notify()
+
+    def deliver(self, q, send):
+        while not self.stopped:
+            with q['cv']:
+                while not q['items'] and not self.stopped:
+                    q['cv'].wait(0.5)
+                if self.stopped:
+                    return
+                due, d = q['items'][0]
+                wait = due - time.monotonic()
+                if wait > 0:
+                    q['cv'].wait(wait)
+                    continue
+                q['items'].pop(0)
+            try:
+                send(d)
+            except OSError:
+                pass
+
+    def stop(self):
+        self.stopped = True
+        for q in self.queues:
+            with q['cv']:
+                q['cv'].notify_all()
+        self.front.close()
+        self.back.close()
+
+
+def lossy_downloads(c, http_host, http_port, what):
+    for name in ('big.bin',):
+        out = os.path.join(WORK, f'lossy-{name}')
+        t0 = time.monotonic()
+        r = curl(c.socks, f'http://{http_host}:{http_port}/{name}', out, timeout=240)
+        dt = time.monotonic() - t0
+        check(r.returncode == 0, f'{what} {name}: curl rc={r.returncode} {r.stderr.decode()[-300:]}')
+        check(sha(out) == E.files[name], f'{what} {name} differs')
+        RATES[f'quic {name} over 1% loss + 20 ms each way ({what})'] = os.path.getsize(out) / 1e6 / dt
+        os.unlink(out)
+
+
+def netem_available():
+    if os.geteuid() != 0 or not shutil.which('ip') or not shutil.which('tc'):
+        return False
+    # The qdisc may be missing from the kernel: try it on a throwaway dummy link.
+    dev = 'alkp%d' % (os.getpid() % 100000)
+    if run(['ip', 'link', 'add', dev, 'type', 'dummy']).returncode != 0:
+        return False
+    ok = run(['tc', 'qdisc', 'add', 'dev', dev, 'root', 'netem', 'delay', '1ms']).returncode == 0
+    run(['ip', 'link', 'del', dev])
+    return ok
+
+
+def test_quic_lossy_link():
+    if not netem_available():
+        print('  (no netem here: using a userspace lossy UDP relay instead)', flush=True)
+        relay = c = None
+        try:
+            relay = LossyUdpRelay(E.quic.port)
+            c = Client('quic-lossy', relay.port, 'quic', extra=['--tls-server-name', 'localhost'])
+            lossy_downloads(c, LOOP, E.http.port, 'userspace relay')
+            check(relay.dropped > 0, 'the relay dropped nothing')
+        finally:
+            if c:
+                c.stop()
+            if relay:
+                relay.stop()
+        return
+    srv = c = http = None
+    try:
+        sh('ip', 'netns', 'add', NETNS)
+        sh('ip', 'link', 'add', VETH_HOST, 'type', 'veth', 'peer', 'name', VETH_NS)
+        sh('ip', 'link', 'set', VETH_NS, 'netns', NETNS)
+        sh('ip', 'addr', 'add', f'{HOST_IP}/30', 'dev', VETH_HOST)
+        sh('ip', 'link', 'set', VETH_HOST, 'up')
+        sh('ip', 'netns', 'exec', NETNS, 'ip', 'addr', 'add', f'{NS_IP}/30', 'dev', VETH_NS)
+        sh('ip', 'netns', 'exec', NETNS, 'ip', 'link', 'set', VETH_NS, 'up')
+        sh('ip', 'netns', 'exec', NETNS, 'ip', 'link', 'set', 'lo', 'up')
+        # 1% loss and 20 ms delay each way (so ~40 ms RTT).
+        sh('tc', 'qdisc', 'add', 'dev', VETH_HOST, 'root', 'netem', 'loss', '1%', 'delay', '20ms')
+        sh('ip', 'netns', 'exec', NETNS, 'tc', 'qdisc', 'add', 'dev', VETH_NS, 'root', 'netem', 'loss', '1%',
+           'delay', '20ms')
+        # The server runs inside the namespace; its targets (the http server) are on the host side.
+        http = HttpServer(E.www, host=HOST_IP)
+        srv = Server('quic-netem', 'quic', port=free_port(socket.SOCK_DGRAM), netns=(NETNS, NS_IP))
+        c = Client('quic-netem', srv.port, 'quic', server_host=NS_IP, extra=['--tls-server-name', 'localhost'])
+        lossy_downloads(c, HOST_IP, http.port, 'netem')
+    finally:
+        if c:
+            c.stop()
+        if srv:
+            srv.stop()
+        if http:
+            http.stop()
+        run(['ip', 'link', 'del', VETH_HOST])
+        run(['ip', 'netns', 'del', NETNS])
+
+
+def test_logs_never_name_destinations():
+    leaks = []
+    for path in LOGS:
+        if not os.path.exists(path):
+            continue
+        text = open(path, errors='replace').read()
+        for p in DEST_PORTS:
+            if re.search(rf'(?<!\d){p}(?!\d)', text):
+                leaks.append(f'{os.path.basename(path)}: port {p}')
+    check(not leaks, 'destinations in logs: ' + ', '.join(sorted(set(leaks))))
+
+
+TESTS = [
+    test_tls_curl_5mb_byte_exact,
+    test_tls_refuses_self_signed_without_trust,
+    test_tls_accepts_with_ca_and_with_insecure,
+    test_tls_openssh_proxycommand,
+    test_stealth_looks_like_nginx,
+    test_cli_errors,
+    test_tls_through_nested_socks5_proxy,
+    test_tls_through_http_connect_proxy,
+    test_tls_garbage_costs_nothing,
+    test_quic_32mb_byte_exact,
+    test_quic_certificate_rules,
+    test_quic_junk_datagrams,
+    test_quic_server_restart_reconnects,
+    test_per_ip_cap_all_transports,
+    test_sigterm_with_live_sessions,
+    test_quic_lossy_link,
+    test_logs_never_name_destinations,  # last: it reads every log the others wrote
+]
+
+
+def main():
+    global WORK
+    if not ALKNET or not os.access(ALKNET, os.X_OK):
+        print('usage: transports_test.py PATH/TO/alknet', file=sys.stderr)
+        return 2
+    if not all(shutil.which(t) for t in ('curl', 'openssl', 'ssh-keygen')):
+        print('SKIP: needs curl, openssl and ssh-keygen')
+        return 77
+    WORK = tempfile.mkdtemp(prefix='alknet-transports-it-')
+    failed = []
+    try:
+        setup()
+        for t in TESTS:
+            name = t.__name__[5:]
+            if ONLY and not any(o in name for o in ONLY) and t is not test_logs_never_name_destinations:
+                continue
+            t0 = time.monotonic()
+            try:
+                t()
+                print(f'PASS {name} ({time.monotonic() - t0:.1f}s)', flush=True)
+            except TestFailure as e:
+                failed.append(name)
+                print(f'FAIL {name}: {e}', flush=True)
+            except Exception as e:  # noqa: BLE001 - a crashed test is a failed test
+                failed.append(name)
+                print(f'FAIL {name}: {type(e).__name__}: {e}', flush=True)
+                traceback.print_exc()
+            for s in (E.tls, E.quic):
+                if not s.alive():
+                    print(f'FAIL {s.name} server exited rc={s.proc.returncode}:\n{s.log()[-3000:]}', flush=True)
+                    failed.append(f'{s.name}-alive')
+            if any(f.endswith('-alive') for f in failed):
+                break
+        for s in (E.tls, E.quic):
+            rc, dt = s.stop()
+            if rc != 0 or dt > 3.5:
+                failed.append(f'{s.name}-sigterm')
+                print(f'FAIL {s.name} server: SIGTERM exit {rc} after {dt:.1f}s', flush=True)
+    except Exception as e:  # noqa: BLE001
+        print(f'FAIL setup: {type(e).__name__}: {e}', flush=True)
+        traceback.print_exc()
+        failed.append('setup')
+    finally:
+        teardown()
+        for k, v in RATES.items():
+            print(f'rate: {k}: {v:.1f} MB/s')
+        if failed and os.environ.get('ALKNET_KEEP'):
+            print(f'kept {WORK}')
+        else:
+            shutil.rmtree(WORK, ignore_errors=True)
+    print(f'{len(failed)} failed' if failed else 'all passed')
+    return 1 if failed else 0
+
+
+if __name__ == '__main__':
+    sys.exit(main())

@@ -161,7 +161,18 @@ def main():
 
         sysusers = in_dest(os.path.join(prefix, "lib", "sysusers.d", "alknet.conf"))
         if check(os.path.isfile(sysusers), "sysusers.d/alknet.conf installed"):
-            check(re.search(r"^u alknet ", open(sysusers).read(), re.M) is not None, "sysusers.d creates user alknet")
+            check(re.search(r"^u alknet ", open(sysusers).read(), re.M) is not None, "sysusers.d declares user alknet")
+            tool = shutil.which("systemd-sysusers")
+            if tool:
+                # Apply it to an empty root: proves the line parses and yields the user and group.
+                with tempfile.TemporaryDirectory(prefix="alknet-sysusers-") as root:
+                    os.makedirs(os.path.join(root, "etc"))
+                    r = run([tool, "--root", root, sysusers])
+                    passwd = open(os.path.join(root, "etc", "passwd")).read() if r.returncode == 0 else ""
+                    check(re.search(r"^alknet:x:\d+:\d+:[^:]*:/var/lib/alknet:/usr/sbin/nologin$", passwd, re.M) is not None,
+                          "systemd-sysusers creates the alknet system user" + (f": {r.stderr.strip()}" if r.returncode else ""))
+            else:
+                print("skip systemd-sysusers: not installed")
         for ex in ("serve.env.example", "connect.env.example"):
             check(os.path.isfile(in_dest(os.path.join(datadir, "doc", "alknet", "examples", ex))),
                   f"example {ex} installed")

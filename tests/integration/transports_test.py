@@ -507,6 +507,14 @@ def test_stealth_looks_like_nginx():
         check(got == NOT_FOUND, f'SSH without ALPN got {got!r}')
         got = tls_raw_probe(srv.port, None)
         check(got == NOT_FOUND, f'silent peer got {got!r}')
+        # Our ALPN but no SSH banner: HTTP bytes, and silence past the peek timeout.
+        got = tls_raw_probe(srv.port, b'GET / HTTP/1.1\r\nHost: x\r\n\r\n', alpn=['alknet-ssh'])
+        check(got == NOT_FOUND, f'alknet-ssh ALPN + HTTP got {got!r}')
+        t0 = time.monotonic()
+        got = tls_raw_probe(srv.port, None, alpn=['alknet-ssh'])
+        dt = time.monotonic() - t0
+        check(got == NOT_FOUND, f'alknet-ssh ALPN + silence got {got!r}')
+        check(2 < dt < 12, f'silent alknet-ssh peer answered after {dt:.1f}s, expected the peek timeout')
         # None of that is an SSH connection in the log.
         log = srv.log()
         check('connection opened' not in log and 'auth attempt' not in log,

@@ -379,7 +379,7 @@ TEST_CASE("resolve: IP literals short-circuit without touching c-ares") {
     b = co_await rs.resolve("2001:db8::1", 22);
     c = co_await rs.resolve("[::1]", 80);
   }(res, v4, v6, br));
-  CHECK(rt::Clock::now() - t0 < 100ms);
+  CHECK(rt::Clock::now() - t0 < 500ms);
   CHECK(ips(v4) == std::vector<std::string>{"192.0.2.7"});
   CHECK(v4->front().port() == 443);
   CHECK(ips(v6) == std::vector<std::string>{"2001:db8::1"});
@@ -463,7 +463,7 @@ TEST_CASE("resolve: the reactor keeps serving timers while a lookup is in flight
   });
   CHECK(ips(got) == std::vector<std::string>{"10.1.2.3"});
   CHECK(took >= 140ms);
-  CHECK(ticks >= 5);  // a blocking lookup would have let none of them run
+  CHECK(ticks >= 3);  // a blocking lookup would have let none of them run
 }
 
 TEST_CASE("resolve: several lookups in flight at once each get their own answer") {

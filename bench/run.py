@@ -813,7 +813,7 @@ def chart(out, rows, names):
                 lab = f"{r['scenario']} {r['metric']}"
                 f.write(f'"{lab}" ' + " ".join("?" if r["median"][n] is None else f"{r['median'][n]:.4g}"
                                                for n in names) + "\n")
-        script += [f"set title '{title}' noenhanced", "set logscale y" if i > 0 else "unset logscale y",
+        script += [f"set title '{title}' noenhanced", "set logscale y; set yrange [*:*]" if i > 0 else "unset logscale y; set yrange [0:*]",
                    "plot " + ", ".join(f"'{data}' using {j + 2}:xtic(1) title columnhead({j + 2})"
                                        for j in range(len(names)))]
     script.append("unset multiplot")

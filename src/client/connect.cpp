@@ -53,8 +53,8 @@ class App {
  public:
   explicit App(const cli::ConnectOptions &o) : o_(o) {}
 
-  int run() {
-    rt::Reactor reactor;
+  // The reactor is the caller's: it must outlive every member (listeners cancel on it).
+  int run(rt::Reactor &reactor) {
     rt::SignalWatch signals;
     auto id = ssh::Identity::load(o_.identity);
     if (!id) return fail(id.error().what);
@@ -269,8 +269,9 @@ class App {
 
 int run_connect(const cli::ConnectOptions &opts) {
   try {
+    rt::Reactor reactor;
     App app(opts);
-    return app.run();
+    return app.run(reactor);
   } catch (const std::exception &e) {
     std::fprintf(stderr, "error: %s\n", e.what());
     return 1;

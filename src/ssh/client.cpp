@@ -241,6 +241,12 @@ rt::Task<rt::Result<std::unique_ptr<Channel>>> Client::open_direct_tcpip(const s
       break;
     }
     if (rc == SSH_ERROR) {
+      if (peer_is_alknet_ && ch->exit_status() >= 0) {
+        // Confirmation, status and CLOSE came in one batch: the channel was opened and is
+        // already closed by the server, which libssh reports as an error. The status says why.
+        ch->mark_opened();  // so our CLOSE answers the server's
+        co_return rt::Error{status_to_errno(ch->exit_status()), "target unreachable"};
+      }
       int code = core_->alive() ? parse_open_failure(ssh_get_error(core_->session())) : ECONNRESET;
       co_return rt::Error{code, "channel open failed"};
     }

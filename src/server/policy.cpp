@@ -73,10 +73,14 @@ rt::Result<AuthPolicy> AuthPolicy::load(const std::string &authorized_keys_path,
     if (cas.size() == before) return rt::Error{EINVAL, path + ": no public key found"};
   }
   auto p = from_text(text, cas);
-  if (p.empty())
+  if (p.empty()) {
+    // Say why each line was skipped: that is what the user has to fix.
+    std::string why;
+    for (const auto &w : p.warnings_) why += "\n  " + w;
     return rt::Error{EINVAL, authorized_keys_path.empty()
                                  ? "no --authorized-keys or --cert-authority given: nobody could log in"
-                                 : authorized_keys_path + ": no usable key (and no --cert-authority): nobody could log in"};
+                                 : authorized_keys_path + ": no usable key (and no --cert-authority): nobody could log in" + why};
+  }
   return p;
 }
 

@@ -434,7 +434,7 @@ int run_serve(const cli::ServeOptions &opts) {
     listener.quic = std::move(l).value();
   } else {
     auto lfd = net::listen_tcp(*ep);
-    if (!lfd) return fail("cannot listen on " + ep->to_string() + ": " + lfd.error().what);
+    if (!lfd) return fail(lfd.error().what);  // already "cannot listen on ADDR: reason"
     listener.tcp = std::make_unique<net::Acceptor>(std::move(lfd.value()));
   }
   if (!opts.quiet)

@@ -22,21 +22,10 @@ Identity::~Identity() {
 }
 
 rt::Result<std::shared_ptr<Identity>> Identity::load(const std::string &path) {
-  std::string err;
-  auto text = read_small_file(path, 64 * 1024, &err);
-  if (!text) return rt::Error{ENOENT, err};
-  switch (sniff_private_key(*text)) {
-    case PrivateKeyFormat::OpenSSH:
-      break;
-    case PrivateKeyFormat::Pem:
-      return rt::Error{EINVAL, path + " is a PEM private key; alknet needs an OpenSSH-format key "
-                                      "(convert a copy with: ssh-keygen -p -f " + path + ")"};
-    default:
-      return rt::Error{EINVAL, path + " is not an OpenSSH private key (expected -----BEGIN OPENSSH PRIVATE KEY-----)"};
-  }
+  auto key = load_private_key(path, "key");
+  if (!key) return key.error();
   auto id = std::shared_ptr<Identity>(new Identity());
-  if (ssh_pki_import_privkey_base64(text->c_str(), nullptr, nullptr, nullptr, &id->key_) != SSH_OK)
-    return rt::Error{EINVAL, "cannot load " + path + " (passphrase-protected keys are not supported)"};
+  id->key_ = key.value();
   std::string cert_path = path + "-cert.pub";
   std::error_code ec;
   if (std::filesystem::exists(cert_path, ec)) {

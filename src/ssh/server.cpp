@@ -15,21 +15,10 @@ HostKey::~HostKey() {
 }
 
 rt::Result<std::shared_ptr<HostKey>> HostKey::load(const std::string &path) {
-  std::string err;
-  auto text = read_small_file(path, 64 * 1024, &err);
-  if (!text) return rt::Error{ENOENT, "cannot read host key: " + err};
-  switch (sniff_private_key(*text)) {
-    case PrivateKeyFormat::OpenSSH:
-      break;
-    case PrivateKeyFormat::Pem:
-      return rt::Error{EINVAL, path + " is a PEM private key; alknet needs an OpenSSH-format host key "
-                                      "(convert a copy with: ssh-keygen -p -f " + path + ")"};
-    default:
-      return rt::Error{EINVAL, path + " is not an OpenSSH private key (expected -----BEGIN OPENSSH PRIVATE KEY-----)"};
-  }
+  auto key = load_private_key(path, "host key");
+  if (!key) return key.error();
   std::shared_ptr<HostKey> hk(new HostKey());
-  if (ssh_pki_import_privkey_base64(text->c_str(), nullptr, nullptr, nullptr, &hk->key_) != SSH_OK)
-    return rt::Error{EINVAL, "cannot load host key " + path + " (passphrase-protected keys are not supported)"};
+  hk->key_ = key.value();
   char *b64 = nullptr;
   if (ssh_pki_export_pubkey_base64(hk->key_, &b64) == SSH_OK) {
     if (auto blob = base64_decode(b64)) hk->fingerprint_ = fingerprint_sha256(*blob);

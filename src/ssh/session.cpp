@@ -9,6 +9,7 @@
 #include <chrono>
 
 #include "runtime/reactor.hpp"
+#include "ssh/keys.hpp"
 
 namespace alk::ssh {
 
@@ -197,6 +198,25 @@ rt::Task<void> SessionCore::shutdown(const char *why) {
     if (tasks_.size() <= 1) break;
   }
   co_await tasks_.close();
+}
+
+rt::Result<ssh_key> load_private_key(const std::string &path, const std::string &role) {
+  std::string err;
+  auto text = read_small_file(path, 64 * 1024, &err);
+  if (!text) return rt::Error{ENOENT, err};  // "cannot read PATH: reason"
+  switch (sniff_private_key(*text)) {
+    case PrivateKeyFormat::OpenSSH:
+      break;
+    case PrivateKeyFormat::Pem:
+      return rt::Error{EINVAL, path + " is a PEM private key; alknet needs an OpenSSH-format " + role +
+                                   " (convert a copy with: ssh-keygen -p -f " + path + ")"};
+    default:
+      return rt::Error{EINVAL, path + " is not an OpenSSH private key (expected -----BEGIN OPENSSH PRIVATE KEY-----)"};
+  }
+  ssh_key key = nullptr;
+  if (ssh_pki_import_privkey_base64(text->c_str(), nullptr, nullptr, nullptr, &key) != SSH_OK)
+    return rt::Error{EINVAL, "cannot load " + role + " " + path + " (passphrase-protected keys are not supported)"};
+  return key;
 }
 
 // -- Channel ------------------------------------------------------------------------------

@@ -131,6 +131,11 @@ class Channel final : public stream::Stream {
   bool eof_sent_ = false, remote_closed_ = false, opened_ = true;
 };
 
+// Loads an OpenSSH-format private key file into libssh. Refuses missing, unreadable, PEM and
+// passphrase-protected keys with a message that says what to do; `role` names the key in it
+// ("key", "host key"). The caller frees the key with ssh_key_free.
+rt::Result<ssh_key> load_private_key(const std::string &path, const std::string &role);
+
 // SSH_MSG_CHANNEL_OPEN_FAILURE reason codes (RFC 4254 §5.1).
 enum class OpenFailure : int { None = 0, Prohibited = 1, ConnectFailed = 2, UnknownType = 3, ResourceShortage = 4 };
 

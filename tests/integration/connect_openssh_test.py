@@ -10,7 +10,6 @@ in front of them. Each test prints PASS/FAIL; the exit status is non-zero if any
 """
 
 import hashlib
-import http.server
 import os
 import re
 import shutil
@@ -25,45 +24,21 @@ import threading
 import time
 import traceback
 
+from harness import (DEST_PORTS, LOOP, AlknetLog, HttpServer, TestFailure, check, fd_count, free_port, keygen,
+                     recv_exact, run, run_test, sha, wait_until)
+
 ALKNET = os.path.abspath(sys.argv[1]) if len(sys.argv) > 1 else ''
 ONLY = sys.argv[2:]
 SSHD = '/usr/sbin/sshd'
-LOOP = '127.0.0.1'
 UNRESOLVABLE = 'alk-no-such-host.invalid'
 
 WORK = None          # temp dir for the whole run
 LOGS = []            # every alknet log file, checked for leaked destinations at the end
-DEST_PORTS = set()   # every destination port a test used
 DEST_NAMES = {UNRESOLVABLE}  # 'localhost' is also a bind address in log lines; its ports are checked instead
-
-
-class TestFailure(Exception):
-    pass
-
-
-def check(cond, why):
-    if not cond:
-        raise TestFailure(why)
 
 
 # ---------------------------------------------------------------------------------------
 # small helpers
-
-def free_port():
-    with socket.socket() as s:
-        s.bind((LOOP, 0))
-        return s.getsockname()[1]
-
-
-def wait_until(pred, timeout, step=0.05):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        v = pred()
-        if v:
-            return v
-        time.sleep(step)
-    return pred()
-
 
 def port_open(port, host=LOOP):
     try:
@@ -71,15 +46,6 @@ def port_open(port, host=LOOP):
             return True
     except OSError:
         return False
-
-
-def run(cmd, timeout=30, **kw):
-    return subprocess.run(cmd, capture_output=True, timeout=timeout, **kw)
-
-
-def keygen(path, *extra):
-    run(['ssh-keygen', '-q', '-t', 'ed25519', '-N', '', '-C', 'alknet-test', '-f', path, *extra], check=True)
-    return path
 
 
 def fingerprint(pub):
@@ -120,13 +86,6 @@ def kill_tree(proc):
         proc.wait(timeout=5)
     except subprocess.TimeoutExpired:
         pass
-
-
-def fd_count(pid):
-    try:
-        return len(os.listdir(f'/proc/{pid}/fd'))
-    except OSError:
-        return -1
 
 
 # ---------------------------------------------------------------------------------------
@@ -181,7 +140,7 @@ LogLevel VERBOSE
         self.proc = None
 
 
-class Alknet:
+class Alknet(AlknetLog):
     def __init__(self, name, sshd, identity, extra=(), known_hosts=None, socks_port=None, wait=True, host_key=None):
         self.name = name
         self.socks = socks_port or free_port()
@@ -201,16 +160,6 @@ class Alknet:
         if wait:
             self.wait_log('connected transport=', 15)
 
-    def log(self):
-        with open(self.log_path, 'rb') as f:
-            return f.read().decode(errors='replace')
-
-    def wait_log(self, needle, timeout, count=1):
-        ok = wait_until(lambda: self.log().count(needle) >= count or self.proc.poll() is not None, timeout)
-        if not ok or self.log().count(needle) < count:
-            raise TestFailure(f'alknet[{self.name}] log lacks {needle!r} x{count} after {timeout}s; '
-                              f'rc={self.proc.poll()} log:\n{self.log()[-3000:]}')
-
     def stop(self):
         if self.proc.poll() is None:
             self.proc.send_signal(signal.SIGTERM)
@@ -221,26 +170,6 @@ class Alknet:
                 self.proc.wait(timeout=5)
         self.logf.close()
         return self.proc.returncode
-
-
-class QuietHandler(http.server.SimpleHTTPRequestHandler):
-    def log_message(self, *a):
-        pass
-
-
-class HttpServer:
-    def __init__(self, root):
-        handler = lambda *a, **kw: QuietHandler(*a, directory=root, **kw)  # noqa: E731
-        http.server.ThreadingHTTPServer.daemon_threads = True
-        self.srv = http.server.ThreadingHTTPServer((LOOP, 0), handler)
-        self.port = self.srv.server_address[1]
-        DEST_PORTS.add(self.port)
-        self.t = threading.Thread(target=self.srv.serve_forever, daemon=True)
-        self.t.start()
-
-    def stop(self):
-        self.srv.shutdown()
-        self.srv.server_close()
 
 
 class TcpServer:
@@ -318,16 +247,6 @@ class ReverseHalfClose:
 # ---------------------------------------------------------------------------------------
 # SOCKS clients
 
-def recv_exact(s, n):
-    out = b''
-    while len(out) < n:
-        b = s.recv(n - len(out))
-        if not b:
-            raise TestFailure(f'connection closed after {len(out)} of {n} bytes')
-        out += b
-    return out
-
-
 def socks5_request(socks_port, cmd=1, host=LOOP, port=80, timeout=10):
     """Returns (rep, sock or None, elapsed). rep -1 = connection closed without a reply."""
     t0 = time.monotonic()
@@ -367,14 +286,6 @@ def curl(socks_port, url, out, extra=(), timeout=60):
     return subprocess.run(['curl', '-sS', '--fail', '--max-time', str(timeout - 5), '--socks5-hostname',
                            f'{LOOP}:{socks_port}', '-o', out, *extra, url],
                           capture_output=True, timeout=timeout)
-
-
-def sha(path):
-    h = hashlib.sha256()
-    with open(path, 'rb') as f:
-        for b in iter(lambda: f.read(1 << 20), b''):
-            h.update(b)
-    return h.hexdigest()
 
 
 def closed_port():
@@ -850,17 +761,7 @@ def main():
             name = t.__name__[5:]
             if ONLY and not any(o in name for o in ONLY):
                 continue
-            t0 = time.monotonic()
-            try:
-                t()
-                print(f'PASS {name} ({time.monotonic() - t0:.1f}s)', flush=True)
-            except TestFailure as e:
-                failed.append(name)
-                print(f'FAIL {name}: {e}', flush=True)
-            except Exception as e:  # noqa: BLE001 - a crashed test is a failed test
-                failed.append(name)
-                print(f'FAIL {name}: {type(e).__name__}: {e}', flush=True)
-                traceback.print_exc()
+            run_test(t, name, failed)
             if E.main.proc.poll() is not None:
                 print(f'FAIL main alknet exited rc={E.main.proc.returncode}:\n{E.main.log()[-3000:]}', flush=True)
                 failed.append('main-alive')

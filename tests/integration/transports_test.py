@@ -11,8 +11,6 @@ ProxyCommand). Each test prints PASS/FAIL; the exit status is non-zero if any fa
 root (ip netns, tc netem) and is skipped without it.
 """
 
-import hashlib
-import http.server
 import os
 import random
 import re
@@ -28,80 +26,22 @@ import threading
 import time
 import traceback
 
+from harness import (DEST_PORTS, LOOP, AlknetLog, HttpServer, TestFailure, check, fd_count, free_port, keygen,
+                     recv_exact, run, run_test, sha, wait_until)
+
 ALKNET = os.path.abspath(sys.argv[1]) if len(sys.argv) > 1 else ''
 ONLY = sys.argv[2:]
-LOOP = '127.0.0.1'
 NOT_FOUND = b'HTTP/1.1 404 Not Found\r\nServer: nginx\r\n\r\n'
 
 WORK = None
 LOGS = []            # every alknet log file: checked for destinations at the end
-DEST_PORTS = set()   # destination ports the tunnels carried traffic to
 RATES = {}           # name -> MB/s, printed at the end
-
-
-class TestFailure(Exception):
-    pass
-
-
-def check(cond, why):
-    if not cond:
-        raise TestFailure(why)
 
 
 # ---------------------------------------------------------------------------------------
 # small helpers
 
-def free_port(kind=socket.SOCK_STREAM):
-    """A loopback port free for both TCP and UDP (quic listens on UDP, tls on TCP)."""
-    for _ in range(50):
-        with socket.socket(type=kind) as s:
-            s.bind((LOOP, 0))
-            p = s.getsockname()[1]
-        other = socket.SOCK_DGRAM if kind == socket.SOCK_STREAM else socket.SOCK_STREAM
-        try:
-            with socket.socket(type=other) as s:
-                s.bind((LOOP, p))
-            return p
-        except OSError:
-            continue
-    raise TestFailure('no free port')
-
-
-def wait_until(pred, timeout, step=0.05):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        v = pred()
-        if v:
-            return v
-        time.sleep(step)
-    return pred()
-
-
-def run(cmd, timeout=30, **kw):
-    return subprocess.run(cmd, capture_output=True, timeout=timeout, **kw)
-
-
-def keygen(path):
-    run(['ssh-keygen', '-q', '-t', 'ed25519', '-N', '', '-C', 'alknet-test', '-f', path], check=True)
-    return path
-
-
-def fd_count(pid):
-    try:
-        return len(os.listdir(f'/proc/{pid}/fd'))
-    except OSError:
-        return -1
-
-
-def sha(path):
-    h = hashlib.sha256()
-    with open(path, 'rb') as f:
-        for b in iter(lambda: f.read(1 << 20), b''):
-            h.update(b)
-    return h.hexdigest()
-
-
-class Proc:
+class Proc(AlknetLog):
     """An alknet process with its log file."""
 
     def __init__(self, name, args):
@@ -111,16 +51,6 @@ class Proc:
         self.logf = open(self.log_path, 'ab')
         self.proc = subprocess.Popen([ALKNET, *args], stdin=subprocess.DEVNULL, stdout=self.logf,
                                      stderr=subprocess.STDOUT)
-
-    def log(self):
-        with open(self.log_path, 'rb') as f:
-            return f.read().decode(errors='replace')
-
-    def wait_log(self, needle, timeout, count=1):
-        ok = wait_until(lambda: self.log().count(needle) >= count or self.proc.poll() is not None, timeout)
-        if not ok or self.log().count(needle) < count:
-            raise TestFailure(f'alknet[{self.name}] log lacks {needle!r} x{count} after {timeout}s; '
-                              f'rc={self.proc.poll()} log:\n{self.log()[-3000:]}')
 
     def alive(self):
         return self.proc.poll() is None
@@ -173,25 +103,6 @@ class Client(Proc):
         super().__init__(name, args)
         if wait:
             self.wait_log('connected transport=', 15)
-
-
-class QuietHandler(http.server.SimpleHTTPRequestHandler):
-    def log_message(self, *a):
-        pass
-
-
-class HttpServer:
-    def __init__(self, root, host=LOOP):
-        handler = lambda *a, **kw: QuietHandler(*a, directory=root, **kw)  # noqa: E731
-        http.server.ThreadingHTTPServer.daemon_threads = True
-        self.srv = http.server.ThreadingHTTPServer((host, 0), handler)
-        self.port = self.srv.server_address[1]
-        DEST_PORTS.add(self.port)
-        threading.Thread(target=self.srv.serve_forever, daemon=True).start()
-
-    def stop(self):
-        self.srv.shutdown()
-        self.srv.server_close()
 
 
 class HttpConnectProxy:
@@ -262,16 +173,6 @@ class HttpConnectProxy:
 
 # ---------------------------------------------------------------------------------------
 # SOCKS / curl
-
-def recv_exact(s, n):
-    out = b''
-    while len(out) < n:
-        b = s.recv(n - len(out))
-        if not b:
-            raise TestFailure(f'connection closed after {len(out)} of {n} bytes')
-        out += b
-    return out
-
 
 def socks5_request(socks_port, host=LOOP, port=80, timeout=10):
     """Returns (rep, sock or None, elapsed). rep -1 = connection closed without a reply."""
@@ -983,17 +884,7 @@ def main():
             name = t.__name__[5:]
             if ONLY and not any(o in name for o in ONLY) and t is not test_logs_never_name_destinations:
                 continue
-            t0 = time.monotonic()
-            try:
-                t()
-                print(f'PASS {name} ({time.monotonic() - t0:.1f}s)', flush=True)
-            except TestFailure as e:
-                failed.append(name)
-                print(f'FAIL {name}: {e}', flush=True)
-            except Exception as e:  # noqa: BLE001 - a crashed test is a failed test
-                failed.append(name)
-                print(f'FAIL {name}: {type(e).__name__}: {e}', flush=True)
-                traceback.print_exc()
+            run_test(t, name, failed)
             for s in (E.tls, E.quic):
                 if not s.alive():
                     print(f'FAIL {s.name} server exited rc={s.proc.returncode}:\n{s.log()[-3000:]}', flush=True)

@@ -2,6 +2,7 @@
 
 #include <cerrno>
 #include <cstdio>
+#include <functional>
 #include <memory>
 #include <vector>
 
@@ -220,10 +221,8 @@ class App {
     co_return std::unique_ptr<stream::Stream>(std::move(ch).value());
   }
 
-  rt::Task<void> accept_socks(net::Acceptor &acc) {
-    socks5::ServerConfig cfg;
-    if (o_.socks5_auth) cfg.credentials = socks5::UserPass{o_.socks5_auth->user, o_.socks5_auth->pass};
-    socks5::Connector connector = [this](const socks5::Address &dst) { return open_tunnel(dst.host, dst.port); };
+  // Hands every accepted connection to serve() as a tunnel task, within kMaxTunnels.
+  rt::Task<void> accept_loop(net::Acceptor &acc, std::function<rt::Task<void>(rt::UniqueFd)> serve) {
     for (;;) {
       auto fd = co_await acc.accept();
       if (!fd) {
@@ -231,28 +230,29 @@ class App {
         continue;
       }
       if (tunnels_.size() >= kMaxTunnels) continue;  // dropping the fd closes it
-      tunnels_.spawn([](rt::UniqueFd f, socks5::ServerConfig c, socks5::Connector *conn) -> rt::Task<void> {
-        co_await socks5::serve_client(std::move(f), c, *conn);
-      }(std::move(fd).value(), cfg, &connector));
+      tunnels_.spawn(serve(std::move(fd).value()));
     }
   }
 
+  rt::Task<void> accept_socks(net::Acceptor &acc) {
+    if (o_.socks5_auth) socks_cfg_.credentials = socks5::UserPass{o_.socks5_auth->user, o_.socks5_auth->pass};
+    socks_connect_ = [this](const socks5::Address &dst) { return open_tunnel(dst.host, dst.port); };
+    // Config and connector are members: tunnels still draining after the listener stopped use them.
+    co_await accept_loop(acc, [this](rt::UniqueFd f) {
+      return socks5::serve_client(std::move(f), socks_cfg_, socks_connect_);
+    });
+  }
+
   rt::Task<void> accept_local(net::Acceptor &acc, const net::ForwardSpec &spec) {
-    for (;;) {
-      auto fd = co_await acc.accept();
-      if (!fd) {
-        if (fd.error().code == ECANCELED || fd.error().code == EBADF) co_return;
-        continue;
-      }
-      if (tunnels_.size() >= kMaxTunnels) continue;
-      tunnels_.spawn([](App &self, rt::UniqueFd f, const net::ForwardSpec &s) -> rt::Task<void> {
-        stream::FdStream local(std::move(f));
+    co_await accept_loop(acc, [this, &spec](rt::UniqueFd f) {
+      return [](App &self, rt::UniqueFd fd, const net::ForwardSpec &s) -> rt::Task<void> {
+        stream::FdStream local(std::move(fd));
         auto t = co_await self.open_tunnel(s.target_host, s.target_port);
         if (!t) co_return;
         co_await stream::pump(local, **t);
         (*t)->close();
-      }(*this, std::move(fd).value(), spec));
-    }
+      }(*this, std::move(f), spec);
+    });
   }
 
   const cli::ConnectOptions &o_;
@@ -261,6 +261,8 @@ class App {
   quic::QuicClientConfig quic_;
   std::unique_ptr<ssh::Client> client_;
   std::vector<std::unique_ptr<net::Acceptor>> listeners_;
+  socks5::ServerConfig socks_cfg_;
+  socks5::Connector socks_connect_;
   rt::Scope tunnels_;
   bool stopping_ = false;
 };

@@ -3,7 +3,7 @@
 set -euo pipefail
 PKGS=(meson ninja-build pkg-config g++ liburing-dev android-libboringssl-dev libssh-gcrypt-dev libngtcp2-dev
       libc-ares-dev catch2 openssh-server openssh-client curl socat iperf3 netcat-openbsd python3 openssl
-      iproute2 procps ca-certificates nlohmann-json3-dev pebble redsocks dnsmasq)
+      iproute2 iptables procps ca-certificates nlohmann-json3-dev pebble redsocks dnsmasq)
 missing=()
 for p in "${PKGS[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

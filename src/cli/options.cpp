@@ -60,6 +60,37 @@ bool valid_user_name(std::string_view s) {
   return true;
 }
 
+// --quic-cc, --quic-idle-timeout, --quic-keepalive: the same meaning on both commands.
+// Returns false when |f| is not a QUIC flag; sets *err when its value is bad.
+bool parse_quic_flag(std::string_view f, std::string_view v, QuicOptions* q, bool* given, std::string* err) {
+  if (f == "--quic-cc") {
+    if (v == "cubic" || v == "bbr" || v == "reno") q->cc = std::string(v);
+    else *err = "invalid congestion control (expected cubic, bbr or reno)";
+  } else if (f == "--quic-idle-timeout") {
+    auto n = parse_unsigned(v, 1, 86400);
+    if (n) q->idle_timeout_s = *n;
+    else *err = "invalid idle timeout (expected 1..86400 seconds)";
+  } else if (f == "--quic-keepalive") {
+    auto n = parse_unsigned(v, 0, 86400);
+    if (n) q->keepalive_s = *n;
+    else *err = "invalid keep-alive interval (expected 0..86400 seconds, 0 = off)";
+  } else {
+    return false;
+  }
+  *given = true;
+  return true;
+}
+
+// Checks made once all flags are in.
+std::optional<std::string> check_quic_options(const QuicOptions& q, bool given, std::string_view transport) {
+  if (given && transport != "quic") return "--quic-cc, --quic-idle-timeout and --quic-keepalive need --transport quic";
+  // A keep-alive at or past the idle timeout would arrive after the peer already gave up.
+  if (q.keepalive_s != 0 && q.keepalive_s >= q.idle_timeout_s)
+    return "--quic-keepalive (" + std::to_string(q.keepalive_s) + " s) must be shorter than --quic-idle-timeout (" +
+           std::to_string(q.idle_timeout_s) + " s), or 0 to turn it off";
+  return std::nullopt;
+}
+
 struct FlagDef {
   std::string_view name;   // "--server"
   std::string_view alias;  // "-q" or empty
@@ -154,7 +185,8 @@ constexpr FlagDef kConnectFlags[] = {
     {"--proxy", "", true},           {"--tls-server-name", "", true}, {"--insecure", "", false},
     {"--tls-ca", "", true},          {"--socks5-auth", "", true},   {"--user", "", true},
     {"--known-hosts", "", true},     {"--host-key", "", true},      {"--quiet", "-q", false},
-    {"--verbose", "-v", false},
+    {"--verbose", "-v", false},      {"--quic-cc", "", true},       {"--quic-idle-timeout", "", true},
+    {"--quic-keepalive", "", true},
 };
 
 constexpr FlagDef kServeFlags[] = {
@@ -175,6 +207,9 @@ constexpr FlagDef kServeFlags[] = {
     {"--max-connections-per-ip", "", true},
     {"--max-auth-attempts", "", true},
     {"--permit-open", "", true},
+    {"--quic-cc", "", true},
+    {"--quic-idle-timeout", "", true},
+    {"--quic-keepalive", "", true},
     {"--quiet", "-q", false},
     {"--verbose", "-v", false},
 };
@@ -193,6 +228,7 @@ Result parse_connect(std::span<const std::string_view> args, const Getenv& env) 
   p.cmd = Command::Connect;
   ConnectOptions& o = p.connect;
   std::optional<std::string> server_raw, tls_server_name, known_hosts;
+  bool quic_given = false;
   for (size_t i = 0; i < args.size(); ++i) {
     Arg a;
     std::string err;
@@ -203,7 +239,9 @@ Result parse_connect(std::span<const std::string_view> args, const Getenv& env) 
     }
     std::string_view f = a.def->name, v = a.value;
     auto bad = [&](std::string what) -> Result { return what + where_flag(f, v); };
-    if (f == "--server") {
+    if (parse_quic_flag(f, v, &o.quic, &quic_given, &err)) {
+      if (!err.empty()) return bad(err);
+    } else if (f == "--server") {
       server_raw = std::string(v);
     } else if (f == "--transport") {
       if (!valid_transport(v)) return bad("invalid transport (expected tcp, tls or quic)");
@@ -277,6 +315,7 @@ Result parse_connect(std::span<const std::string_view> args, const Getenv& env) 
   } else if (o.host_key.empty()) {
     return "cannot place known_hosts: neither XDG_CONFIG_HOME nor HOME is set; pass --known-hosts PATH";
   }
+  if (auto e = check_quic_options(o.quic, quic_given, o.transport)) return *e;
   if (o.quiet && o.verbose) return "--quiet and --verbose cannot be combined";
   return p;
 }
@@ -285,7 +324,7 @@ Result parse_serve(std::span<const std::string_view> args, const Getenv& env) {
   Parsed p;
   p.cmd = Command::Serve;
   ServeOptions& o = p.serve;
-  bool acme_directory_given = false;
+  bool acme_directory_given = false, quic_given = false;
   for (size_t i = 0; i < args.size(); ++i) {
     Arg a;
     std::string err;
@@ -296,7 +335,9 @@ Result parse_serve(std::span<const std::string_view> args, const Getenv& env) {
     }
     std::string_view f = a.def->name, v = a.value;
     auto bad = [&](std::string what) -> Result { return what + where_flag(f, v); };
-    if (f == "--key") {
+    if (parse_quic_flag(f, v, &o.quic, &quic_given, &err)) {
+      if (!err.empty()) return bad(err);
+    } else if (f == "--key") {
       o.key = std::string(v);
     } else if (f == "--authorized-keys") {
       o.authorized_keys = std::string(v);
@@ -380,6 +421,7 @@ Result parse_serve(std::span<const std::string_view> args, const Getenv& env) {
       o.acme_cache = *path;
     }
   }
+  if (auto e = check_quic_options(o.quic, quic_given, o.transport)) return *e;
   if (o.quiet && o.verbose) return "--quiet and --verbose cannot be combined";
   return p;
 }
@@ -437,6 +479,13 @@ Full tunnel: pair the SOCKS5 port with tun2proxy:
 }
 
 namespace {
+
+// The QUIC knobs read the same in both commands' help.
+#define QUIC_FLAG_HELP                                                                                      \
+  {"--quic-cc cubic|bbr|reno", "quic congestion control; default cubic", "--quic-cc bbr"},                 \
+      {"--quic-idle-timeout SECONDS", "quic: drop the connection after this long silent; default 60",      \
+       "--quic-idle-timeout 300"},                                                                          \
+      {"--quic-keepalive SECONDS", "quic: PING after this long idle, 0 = off; default 15", "--quic-keepalive 25"},
 
 struct FlagHelp {
   std::string_view flag;     // "--server HOST[:PORT]"
@@ -504,6 +553,7 @@ Every flag accepts '--flag VALUE' and '--flag=VALUE'. IPv6 goes in brackets: [20
        "--tls-server-name cdn.example.com"},
       {"--tls-ca PATH", "trust this PEM CA bundle instead of the system store", "--tls-ca /etc/alknet/ca.pem"},
       {"--insecure", "accept any TLS certificate (development only)", "--transport tls --insecure"},
+      QUIC_FLAG_HELP
     }},
     {"LOCAL SIDE", {
       {"--socks5 [ADDR:]PORT", "SOCKS5 listener, always on; default 127.0.0.1:1080", "--socks5 127.0.0.1:1081"},
@@ -560,6 +610,7 @@ Every flag accepts '--flag VALUE' and '--flag=VALUE'. IPv6 goes in brackets: [::
       {"--tls-key PATH", "PEM private key for --tls-cert", "--tls-key /etc/alknet/privkey.pem"},
       {"--stealth", "tls only: anything that is not SSH gets an nginx-like 404",
        "--transport tls --stealth"},
+      QUIC_FLAG_HELP
     }},
     {"ACME (automatic certificates, RFC 8555)", {
       {"--acme-domain NAME", "obtain and renew a certificate for NAME, repeatable",

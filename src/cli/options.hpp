@@ -18,6 +18,13 @@
 
 namespace alk::cli {
 
+// QUIC knobs shared by both commands (given only with --transport quic).
+struct QuicOptions {
+  std::string cc = "cubic";      // cubic | bbr | reno (quic::cc_algo maps it)
+  unsigned idle_timeout_s = 60;  // the connection dies after this long without any packet
+  unsigned keepalive_s = 15;     // PING after this long without sending; 0 = never
+};
+
 struct ConnectOptions {
   net::HostPort server;
   std::string transport = "tcp";  // tcp | tls | quic
@@ -32,6 +39,7 @@ struct ConnectOptions {
   std::string user = "alknet";
   std::string known_hosts;  // defaults to $XDG_CONFIG_HOME/alknet/known_hosts or ~/.config/...
   std::string host_key;     // "SHA256:" + 43 base64 chars, or empty (trust on first use)
+  QuicOptions quic;
   bool quiet = false, verbose = false;
 };
 
@@ -52,6 +60,7 @@ struct ServeOptions {
   unsigned max_connections_per_ip = 0;  // 0 = unlimited
   unsigned max_auth_attempts = 10;
   std::vector<net::PermitOpen> permit_open;  // empty = any destination except link-local
+  QuicOptions quic;
   bool quiet = false, verbose = false;
 };
 

@@ -75,6 +75,9 @@ class App {
       quic_.server_name = o_.tls_server_name;
       quic_.insecure = o_.insecure;
       quic_.ca_file = o_.tls_ca;
+      quic_.cc_algo = quic::cc_algo(o_.quic.cc);
+      quic_.idle_timeout = std::chrono::seconds(o_.quic.idle_timeout_s);
+      quic_.keepalive = std::chrono::seconds(o_.quic.keepalive_s);
       // No name given and the server is a name: verify the certificate against that name.
       if (quic_.server_name.empty() && !net::Endpoint::from_ip(o_.server.host, o_.server.port))
         quic_.server_name = o_.server.host;

@@ -429,6 +429,9 @@ int run_serve(const cli::ServeOptions &opts) {
     quic::QuicServerConfig qc;
     qc.cert_file = opts.tls_cert;
     qc.key_file = opts.tls_key;
+    qc.cc_algo = quic::cc_algo(opts.quic.cc);
+    qc.idle_timeout = std::chrono::seconds(opts.quic.idle_timeout_s);
+    qc.keepalive = std::chrono::seconds(opts.quic.keepalive_s);
     auto l = quic::QuicListener::create(qc, *ep);
     if (!l) return fail("cannot listen on " + ep->to_string() + " (udp): " + l.error().what);
     listener.quic = std::move(l).value();

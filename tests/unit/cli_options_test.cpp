@@ -97,9 +97,16 @@ TEST_CASE("help texts list every flag with an example", "[cli][help]") {
     for (auto pos = text.find(needle); pos != std::string::npos; pos = text.find(needle, pos + 1)) ++n;
     return n;
   };
-  // one example per flag, --help included
-  CHECK(count(connect_help(), "e.g. ") == 17);
-  CHECK(count(serve_help(), "e.g. ") == 20);
+  // one example per flag line ("  --flag" or "  -q, --flag"), --help included
+  for (const std::string& text : {connect_help(), serve_help()}) {
+    const size_t flags = count(text, "\n  -");
+    CHECK(flags >= 17);
+    CHECK(count(text, "e.g. ") == flags);
+  }
+  for (auto f : {"--quic-cc", "--quic-idle-timeout", "--quic-keepalive"}) {
+    CHECK(connect_help().find(f) != std::string::npos);
+    CHECK(serve_help().find(f) != std::string::npos);
+  }
   CHECK(top_help().find("alknet connect") != std::string::npos);
   CHECK(top_help().find("alknet serve") != std::string::npos);
   // The example fingerprint in the help text must itself be accepted.
@@ -362,6 +369,51 @@ TEST_CASE("serve: transport and TLS material", "[cli][serve][tls]") {
   SECTION("TLS material with tcp") {
     CHECK(fails(serve_args({"--tls-cert", "/c", "--tls-key", "/k"})).find("need --transport tls or quic") !=
           std::string::npos);
+  }
+}
+
+TEST_CASE("quic knobs on both commands", "[cli][quic]") {
+  SECTION("defaults") {
+    auto c = ok(connect_args({"--transport", "quic"})).connect.quic;
+    CHECK(c.cc == "cubic");
+    CHECK(c.idle_timeout_s == 60);
+    CHECK(c.keepalive_s == 15);
+  }
+  SECTION("given on connect") {
+    auto c = ok(connect_args({"--transport", "quic", "--quic-cc", "bbr", "--quic-idle-timeout", "300",
+                              "--quic-keepalive=0"}))
+                 .connect.quic;
+    CHECK(c.cc == "bbr");
+    CHECK(c.idle_timeout_s == 300);
+    CHECK(c.keepalive_s == 0);
+  }
+  SECTION("given on serve") {
+    auto s = ok(serve_args({"--transport", "quic", "--tls-cert", "/c", "--tls-key", "/k", "--quic-cc=reno",
+                            "--quic-idle-timeout", "30", "--quic-keepalive", "10"}))
+                 .serve.quic;
+    CHECK(s.cc == "reno");
+    CHECK(s.idle_timeout_s == 30);
+    CHECK(s.keepalive_s == 10);
+  }
+  SECTION("bad values") {
+    CHECK(fails(connect_args({"--transport", "quic", "--quic-cc", "vegas"})) ==
+          "invalid congestion control (expected cubic, bbr or reno) in \"--quic-cc vegas\"");
+    CHECK(fails(connect_args({"--transport", "quic", "--quic-idle-timeout", "0"})).find("invalid idle timeout") == 0);
+    CHECK(fails(connect_args({"--transport", "quic", "--quic-idle-timeout", "-5"})) == "missing value for --quic-idle-timeout");
+    CHECK(fails(connect_args({"--transport", "quic", "--quic-keepalive", "1e3"})).find("invalid keep-alive") == 0);
+    CHECK(fails(connect_args({"--transport", "quic", "--quic-keepalive", "99999999999"})).find("invalid keep-alive") == 0);
+  }
+  SECTION("keep-alive must come before the idle timeout") {
+    CHECK(fails(connect_args({"--transport", "quic", "--quic-idle-timeout", "10"})) ==
+          "--quic-keepalive (15 s) must be shorter than --quic-idle-timeout (10 s), or 0 to turn it off");
+    CHECK(ok(connect_args({"--transport", "quic", "--quic-idle-timeout", "10", "--quic-keepalive", "0"}))
+              .connect.quic.idle_timeout_s == 10);
+  }
+  SECTION("only with --transport quic") {
+    const std::string want = "--quic-cc, --quic-idle-timeout and --quic-keepalive need --transport quic";
+    CHECK(fails(connect_args({"--quic-cc", "bbr"})) == want);
+    CHECK(fails(connect_args({"--transport", "tls", "--quic-keepalive", "5"})) == want);
+    CHECK(fails(serve_args({"--transport", "tls", "--tls-cert", "/c", "--tls-key", "/k", "--quic-cc", "bbr"})) == want);
   }
 }
 

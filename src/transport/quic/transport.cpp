@@ -1217,6 +1217,12 @@ class QuicStream final : public stream::Stream {
 
 size_t live_endpoints() { return g_live_endpoints; }
 
+int cc_algo(std::string_view name) {
+  if (name == "bbr") return NGTCP2_CC_ALGO_BBR;
+  if (name == "reno") return NGTCP2_CC_ALGO_RENO;
+  return NGTCP2_CC_ALGO_CUBIC;
+}
+
 rt::Task<rt::Result<std::unique_ptr<stream::Stream>>> quic_connect(const QuicClientConfig &cfg,
                                                                     const net::Endpoint &server) {
   using R = rt::Result<std::unique_ptr<stream::Stream>>;

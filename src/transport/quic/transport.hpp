@@ -13,6 +13,7 @@
 #include <cstddef>
 #include <memory>
 #include <string>
+#include <string_view>
 #include <utility>
 
 #include "net/socket.hpp"
@@ -43,6 +44,9 @@ struct QuicServerConfig {
   int cc_algo = NGTCP2_CC_ALGO_CUBIC;
   size_t max_connections = 4096;
 };
+
+// "cubic", "bbr" or "reno" (as the command line spells them) to ngtcp2's algorithm; cubic otherwise.
+int cc_algo(std::string_view name);
 
 // Connects (a UDP socket connected to |server|), handshakes, opens ONE bidirectional stream
 // and returns it. Errors: certificate/TLS failures as kErrProtocol, timeouts as ETIMEDOUT.

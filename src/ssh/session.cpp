@@ -7,6 +7,7 @@
 #include <algorithm>
 #include <cerrno>
 #include <chrono>
+#include <cstring>
 
 #include "runtime/reactor.hpp"
 #include "ssh/keys.hpp"
@@ -52,7 +53,9 @@ rt::Result<void> SessionCore::init(ssh_session s) {
     // The bridge: transport <-> our socketpair end. When it ends, libssh sees EOF.
     tasks_.spawn([](SessionCore *self) -> rt::Task<void> {
       stream::FdStream local(std::move(self->bridge_));
-      co_await stream::pump(*self->transport_, local, 256 * 1024);
+      auto st = co_await stream::pump(*self->transport_, local, 256 * 1024);
+      // libssh will only see EOF ("Socket error: disconnected"); keep the transport's reason.
+      if (st.error != 0 && st.error != ECANCELED) self->transport_errno_ = st.error;
       local.close();
     }(this));
   }
@@ -91,7 +94,7 @@ void SessionCore::kick() {
 void SessionCore::die(std::string why) {
   if (!alive_) return;
   alive_ = false;
-  death_reason_ = std::move(why);
+  death_reason_ = transport_errno_ ? "transport: " + std::string(std::strerror(transport_errno_)) : std::move(why);
   for (Channel *c : std::vector<Channel *>(channels_.begin(), channels_.end())) c->orphan();
   graveyard_.clear();  // libssh frees them with the session
   progress_.set();

@@ -92,6 +92,7 @@ class SessionCore {
   rt::Event progress_, flushed_, kick_, dead_;
   bool alive_ = true, started_ = false;
   std::string death_reason_;
+  int transport_errno_ = 0;  // why the bridged transport stream failed, if it did
   std::set<Channel *> channels_;
   std::vector<ssh_channel> graveyard_;
 };

@@ -224,6 +224,14 @@ class App {
     co_return std::unique_ptr<stream::Stream>(std::move(ch).value());
   }
 
+  // UDP ASSOCIATE rides a channel to the reserved alknet-udp destination, which only alknet
+  // servers serve (a stock sshd would try to resolve the name): others get "not supported".
+  rt::Task<rt::Result<std::unique_ptr<stream::Stream>>> open_udp_tunnel(const socks5::Address &dst) {
+    if (client_ && client_->core().alive() && !client_->peer_is_alknet())
+      co_return rt::Error{EPROTONOSUPPORT, "UDP needs an alknet server"};
+    co_return co_await open_tunnel(dst.host, dst.port);
+  }
+
   // Hands every accepted connection to serve() as a tunnel task, within kMaxTunnels.
   rt::Task<void> accept_loop(net::Acceptor &acc, std::function<rt::Task<void>(rt::UniqueFd)> serve) {
     for (;;) {
@@ -240,6 +248,7 @@ class App {
   rt::Task<void> accept_socks(net::Acceptor &acc) {
     if (o_.socks5_auth) socks_cfg_.credentials = socks5::UserPass{o_.socks5_auth->user, o_.socks5_auth->pass};
     socks_connect_ = [this](const socks5::Address &dst) { return open_tunnel(dst.host, dst.port); };
+    socks_cfg_.udp_tunnel = [this](const socks5::Address &dst) { return open_udp_tunnel(dst); };
     // Config and connector are members: tunnels still draining after the listener stopped use them.
     co_await accept_loop(acc, [this](rt::UniqueFd f) {
       return socks5::serve_client(std::move(f), socks_cfg_, socks_connect_);

@@ -4,6 +4,7 @@
 #include <vector>
 
 #include "runtime/reactor.hpp"
+#include "socks5/udp_associate.hpp"
 
 namespace alk::socks5 {
 
@@ -123,6 +124,10 @@ rt::Task<void> serve_client(rt::UniqueFd fd, const ServerConfig &cfg, const Conn
     co_return;
   }
   c.consume(req->consumed);
+  if (req->value.cmd == Cmd::UdpAssociate && cfg.udp_tunnel) {
+    co_await serve_udp_associate(c.s, req->value.dst, cfg.udp_tunnel);
+    co_return;
+  }
   if (req->value.cmd != Cmd::Connect) {
     co_await c.send(encode_reply(Rep::CommandNotSupported));
     co_return;

@@ -22,6 +22,8 @@ using Connector = std::function<rt::Task<rt::Result<std::unique_ptr<stream::Stre
 struct ServerConfig {
   std::optional<UserPass> credentials;  // RFC 1929 required when set
   rt::Duration handshake_timeout = std::chrono::seconds(10);
+  // Opens the alknet-udp tunnel for UDP ASSOCIATE; unset = the command is not supported.
+  Connector udp_tunnel;
 };
 
 // Maps an errno-style dial/open error to the SOCKS5 reply code a client should see.

@@ -1,5 +1,7 @@
 #include "socks5/udp.hpp"
 
+#include <algorithm>
+
 namespace alk::socks5 {
 
 Parsed<UdpFrame> parse_udp_frame(std::span<const uint8_t> in) {
@@ -51,6 +53,26 @@ bool append_udp_frame(std::vector<uint8_t> &out, const Address &dst, std::span<c
   put_len(out, at, out.size() - at - kUdpFrameLenSize + payload.size());
   out.insert(out.end(), payload.begin(), payload.end());
   return true;
+}
+
+UdpFrameReader::UdpFrameReader(size_t read_chunk) : buf_(kUdpFrameLenSize + kUdpMaxFrameBody + std::max<size_t>(read_chunk, 1)) {}
+
+std::span<uint8_t> UdpFrameReader::room() {
+  if (head_ > 0) {
+    std::copy(buf_.begin() + ptrdiff_t(head_), buf_.begin() + ptrdiff_t(tail_), buf_.begin());
+    tail_ -= head_;
+    head_ = 0;
+  }
+  // At most one incomplete frame is left, so at least read_chunk bytes are free.
+  return std::span(buf_).subspan(tail_);
+}
+
+void UdpFrameReader::commit(size_t n) { tail_ = std::min(tail_ + n, buf_.size()); }
+
+Parsed<UdpFrame> UdpFrameReader::next() {
+  auto f = parse_udp_frame(std::span<const uint8_t>(buf_).subspan(head_, tail_ - head_));
+  if (f.status == Status::Ok) head_ += f.consumed;
+  return f;
 }
 
 }  // namespace alk::socks5

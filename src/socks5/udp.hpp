@@ -49,4 +49,21 @@ bool append_frame_for_datagram(std::vector<uint8_t> &out, std::span<const uint8_
 // dst cannot be encoded or the body would exceed kUdpMaxFrameBody.
 bool append_udp_frame(std::vector<uint8_t> &out, const Address &dst, std::span<const uint8_t> payload);
 
+// Cuts a channel's byte stream into frames, in one fixed buffer that holds a whole frame of the
+// largest size plus one read chunk: memory per association is bounded whatever the peer sends.
+class UdpFrameReader {
+ public:
+  explicit UdpFrameReader(size_t read_chunk = 16 * 1024);
+  // Where the next read goes; never empty. Invalidates the spans of frames returned so far.
+  std::span<uint8_t> room();
+  void commit(size_t n);
+  // The next whole frame (its spans stay valid until room() is called), Incomplete when more
+  // bytes are needed, Invalid when the stream is broken (end the association).
+  Parsed<UdpFrame> next();
+
+ private:
+  std::vector<uint8_t> buf_;
+  size_t head_ = 0, tail_ = 0;
+};
+
 }  // namespace alk::socks5

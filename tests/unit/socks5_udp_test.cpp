@@ -1,5 +1,6 @@
 #include <catch2/catch.hpp>
 
+#include <algorithm>
 #include <cstdint>
 #include <vector>
 
@@ -115,4 +116,64 @@ TEST_CASE("udp frame: oversized payload or unencodable address appends nothing")
   big.pop_back();
   CHECK(append_udp_frame(out, Address{AddrType::IPv4, "1.2.3.4", 1}, big));
   CHECK(out.size() == 2 + 2 + kUdpMaxFrameBody);
+}
+
+TEST_CASE("udp frame reader: frames split across reads and several per read") {
+  std::vector<uint8_t> stream;
+  for (int i = 0; i < 50; ++i) {
+    std::vector<uint8_t> payload(size_t(i * 37), uint8_t(i));
+    REQUIRE(append_udp_frame(stream, Address{AddrType::IPv4, "10.0.0.1", uint16_t(1000 + i)}, payload));
+  }
+  UdpFrameReader rd(100);  // small chunks: many partial frames
+  size_t fed = 0;
+  int seen = 0;
+  for (;;) {
+    auto f = rd.next();
+    REQUIRE(f.status != Status::Invalid);
+    if (f.status == Status::Incomplete) {
+      if (fed == stream.size()) break;
+      auto room = rd.room();
+      REQUIRE(!room.empty());
+      size_t n = std::min({room.size(), stream.size() - fed, size_t(7 + seen)});
+      std::copy_n(stream.begin() + ptrdiff_t(fed), n, room.begin());
+      rd.commit(n);
+      fed += n;
+      continue;
+    }
+    REQUIRE(f.value.usable);
+    CHECK(f.value.dst.port == 1000 + seen);
+    CHECK(f.value.payload.size() == size_t(seen * 37));
+    CHECK(std::all_of(f.value.payload.begin(), f.value.payload.end(), [&](uint8_t b) { return b == seen; }));
+    ++seen;
+  }
+  CHECK(seen == 50);
+}
+
+TEST_CASE("udp frame reader: a maximal frame fits, and a broken stream is Invalid") {
+  UdpFrameReader rd(1);
+  std::vector<uint8_t> big;
+  REQUIRE(append_udp_frame(big, Address{AddrType::IPv4, "1.1.1.1", 1}, std::vector<uint8_t>(kUdpMaxFrameBody - 10, 5)));
+  big.push_back(0);
+  big.push_back(0);  // then a zero length: Invalid
+  size_t fed = 0;
+  int frames = 0;
+  Status last = Status::Incomplete;
+  for (;;) {
+    auto f = rd.next();
+    last = f.status;
+    if (f.status == Status::Invalid) break;
+    if (f.status == Status::Ok) {
+      ++frames;
+      continue;
+    }
+    if (fed == big.size()) break;
+    auto room = rd.room();
+    REQUIRE(!room.empty());
+    size_t n = std::min(room.size(), big.size() - fed);
+    std::copy_n(big.begin() + ptrdiff_t(fed), n, room.begin());
+    rd.commit(n);
+    fed += n;
+  }
+  CHECK(frames == 1);
+  CHECK(last == Status::Invalid);
 }

@@ -16,6 +16,8 @@
 #include "runtime/scope.hpp"
 #include "runtime/signals.hpp"
 #include "server/policy.hpp"
+#include "server/udp_relay.hpp"
+#include "socks5/udp.hpp"
 #include "ssh/client.hpp"
 #include "ssh/server.hpp"
 #include "stream/stream.hpp"
@@ -268,7 +270,11 @@ rt::Task<void> Server::serve(Accepted a) {
 void Server::on_open(Conn &c, ssh::ChannelOpen op) {
   auto v = check_destination(op.destination(), op.port(), c.grant, opts_.permit_open);
   if (v == DestVerdict::Reserved) {
-    // No internal alknet-* service is served here: "administratively prohibited".
+    if (op.destination() == socks5::kUdpDestination) {
+      c.tasks.spawn(serve_udp_association(std::move(op), c.ss->core(), {&c.grant, &opts_.permit_open, opts_.proxy.has_value()}));
+      return;
+    }
+    // Any other alknet-* name is reserved but not served: "administratively prohibited".
     op.refuse();
     return;
   }

@@ -638,6 +638,35 @@ def test_quic_server_restart_reconnects():
         srv.stop()
 
 
+def test_quic_server_crash_stateless_reset():
+    """A server killed with SIGKILL cannot say goodbye; once it is back on the same port, its
+    stateless reset (token from the same TLS key) tells the client at its next packet, instead
+    of the client waiting out its 60 s idle timeout."""
+    srv = Server('quic-crash', 'quic')
+    port = srv.port
+    c = srv2 = None
+    try:
+        c = Client('quic-crash', port, 'quic')
+        fetch_ok(c.socks, what='before the crash')
+        time.sleep(1)  # let the last ACKs settle: nothing in flight when the server dies
+        srv.proc.kill()
+        srv.proc.wait()
+        srv2 = Server('quic-crash-2', 'quic', port=port)
+        t0 = time.monotonic()
+        socks5_request(c.socks, port=E.http.port, timeout=5)  # the client's next packets meet the new server
+        c.wait_log('disconnected', 10)
+        print(f'  (client noticed the restarted server after {time.monotonic() - t0:.2f}s)', flush=True)
+        line = c.log().split('disconnected', 1)[1].splitlines()[0]
+        check('reset' in line, 'disconnect reason is not a reset: ' + line)
+        print('  ' + line, flush=True)
+        c.wait_log('connected transport=quic', 20, count=2)
+        fetch_ok(c.socks, what='after the restart')
+    finally:
+        for p in (c, srv, srv2):
+            if p:
+                p.stop()
+
+
 def test_quic_idle_timeout_and_keepalive():
     """--quic-idle-timeout ends a silent connection (the client reconnects); a keep-alive shorter
     than the peer's idle timeout keeps it up."""
@@ -904,6 +933,7 @@ TESTS = [
     test_quic_junk_datagrams,
     test_quic_server_restart_reconnects,
     test_quic_idle_timeout_and_keepalive,
+    test_quic_server_crash_stateless_reset,
     test_per_ip_cap_all_transports,
     test_sigterm_with_live_sessions,
     test_quic_lossy_link,

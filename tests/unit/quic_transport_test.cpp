@@ -696,3 +696,125 @@ TEST_CASE("listener setup errors are reported, not thrown", "[quic][transport]")
   CHECK_FALSE(QuicListener::create(swapped, loopback()));
   f.finish();
 }
+
+namespace {
+
+// One datagram to |to| from a fresh socket; the first reply within |wait|, or nothing.
+rt::Task<std::vector<uint8_t>> probe(const net::Endpoint &to, const std::vector<uint8_t> &d,
+                                     std::chrono::milliseconds wait = 1000ms) {
+  rt::UniqueFd s(::socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0));
+  REQUIRE(s);
+  REQUIRE(::sendto(s.get(), d.data(), d.size(), 0, to.sa(), to.len) == ssize_t(d.size()));
+  std::vector<uint8_t> buf(2048);
+  const int n = co_await rt::recv(s.get(), std::as_writable_bytes(std::span(buf))).with_timeout(wait);
+  buf.resize(n > 0 ? size_t(n) : 0);
+  co_return buf;
+}
+
+// A long-header packet of |size| bytes in QUIC version |version| with 8-byte CIDs.
+std::vector<uint8_t> long_header(uint32_t version, size_t size) {
+  std::vector<uint8_t> p(size, 0x5a);
+  p[0] = 0xc0;
+  for (int i = 0; i < 4; ++i) p[1 + i] = uint8_t(version >> (24 - 8 * i));
+  p[5] = 8;
+  for (int i = 0; i < 8; ++i) p[6 + i] = uint8_t(0xd0 + i);  // dcid
+  p[14] = 8;
+  for (int i = 0; i < 8; ++i) p[15 + i] = uint8_t(0xe0 + i);  // scid
+  return p;
+}
+
+std::vector<uint8_t> short_header(uint8_t cid_byte, size_t size) {
+  std::vector<uint8_t> p(size, 0x33);
+  p[0] = 0x41;
+  for (int i = 1; i <= 16; ++i) p[size_t(i)] = cid_byte;
+  return p;
+}
+
+}  // namespace
+
+TEST_CASE("version negotiation: an Initial in an unknown version gets a VN offering v1", "[quic][transport]") {
+  Fixture f;
+  rt::run_blocking([]() -> rt::Task<void> {
+    auto lr = QuicListener::create(server_cfg(), loopback());
+    REQUIRE(lr);
+    auto &l = *lr.value();
+    auto vn = co_await probe(l.local(), long_header(0x1a2a3a4a, 1200));
+    REQUIRE(vn.size() >= 7 + 16 + 4);
+    CHECK((vn[0] & 0x80) != 0);
+    CHECK((vn[1] | vn[2] | vn[3] | vn[4]) == 0);  // version 0 = Version Negotiation
+    REQUIRE(vn[5] == 8);                          // DCID echoes our SCID ...
+    CHECK(std::equal(vn.begin() + 6, vn.begin() + 14, long_header(0x1a2a3a4a, 1200).begin() + 15));
+    REQUIRE(vn[14] == 8);  // ... and SCID our DCID (RFC 9000 §17.2.1)
+    CHECK(std::equal(vn.begin() + 15, vn.begin() + 23, long_header(0x1a2a3a4a, 1200).begin() + 6));
+    bool offers_v1 = false;
+    for (size_t i = 23; i + 4 <= vn.size(); i += 4)
+      offers_v1 |= vn[i] == 0 && vn[i + 1] == 0 && vn[i + 2] == 0 && vn[i + 3] == 1;
+    CHECK(offers_v1);
+    // Too small to start a connection: answering could amplify a spoofed source, so nothing.
+    auto none = co_await probe(l.local(), long_header(0x1a2a3a4a, 200), 300ms);
+    CHECK(none.empty());
+    co_await l.stop();
+  }());
+  f.finish();
+}
+
+TEST_CASE("stateless reset: unknown short-header CIDs get a reset whose token survives a restart",
+          "[quic][transport]") {
+  Fixture f;
+  rt::run_blocking([]() -> rt::Task<void> {
+    auto a = QuicListener::create(server_cfg(), loopback());
+    auto b = QuicListener::create(server_cfg(), loopback());  // "the same server after a restart"
+    REQUIRE(a);
+    REQUIRE(b);
+    auto ra = co_await probe(a.value()->local(), short_header(0x77, 100));
+    auto rb = co_await probe(b.value()->local(), short_header(0x77, 100));
+    REQUIRE(ra.size() >= 21);
+    CHECK(ra.size() < 100);  // smaller than what it answers: two endpoints cannot loop
+    CHECK((ra[0] & 0x80) == 0);
+    CHECK((ra[0] & 0x40) != 0);  // looks like any short-header packet
+    REQUIRE(rb.size() >= 21);
+    // The token (last 16 bytes) depends only on the key and the CID.
+    CHECK(std::equal(ra.end() - 16, ra.end(), rb.end() - 16));
+    auto other_cid = co_await probe(a.value()->local(), short_header(0x78, 100));
+    REQUIRE(other_cid.size() >= 21);
+    CHECK_FALSE(std::equal(ra.end() - 16, ra.end(), other_cid.end() - 16));
+    // A datagram too small to hide a token behind gets nothing (it could itself be a reset).
+    auto tiny = co_await probe(a.value()->local(), short_header(0x77, 30), 300ms);
+    CHECK(tiny.empty());
+    co_await a.value()->stop();
+    co_await b.value()->stop();
+  }());
+  f.finish();
+}
+
+TEST_CASE("stateless replies are rate-limited", "[quic][transport]") {
+  Fixture f;
+  rt::run_blocking([]() -> rt::Task<void> {
+    auto lr = QuicListener::create(server_cfg(), loopback());
+    REQUIRE(lr);
+    const net::Endpoint to = lr.value()->local();
+    rt::UniqueFd s(::socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0));
+    REQUIRE(s);
+    int rcv = 4 << 20;
+    ::setsockopt(s.get(), SOL_SOCKET, SO_RCVBUF, &rcv, sizeof rcv);
+    for (int i = 0; i < 1000; ++i) {
+      auto d = short_header(uint8_t(i), 80);
+      (void)::sendto(s.get(), d.data(), d.size(), 0, to.sa(), to.len);
+      if (i % 50 == 0) {
+        const int r = co_await rt::sleep_for(1ms);  // let the listener read
+        (void)r;
+      }
+    }
+    int replies = 0;
+    std::byte buf[256];
+    for (;;) {
+      const int n = co_await rt::recv(s.get(), buf).with_timeout(300ms);
+      if (n <= 0) break;
+      ++replies;
+    }
+    CHECK(replies > 0);
+    CHECK(replies <= 200);  // 100 per second; the burst spans at most two seconds
+    co_await lr.value()->stop();
+  }());
+  f.finish();
+}

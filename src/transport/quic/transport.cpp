@@ -2,7 +2,10 @@
 
 #include <netinet/in.h>
 #include <netinet/udp.h>
+#include <openssl/bytestring.h>
 #include <openssl/err.h>
+#include <openssl/evp.h>
+#include <openssl/hkdf.h>
 #include <openssl/rand.h>
 #include <openssl/ssl.h>
 #include <openssl/x509.h>
@@ -207,6 +210,13 @@ class Core : public std::enable_shared_from_this<Core> {
   rt::Scope &tasks() { return tasks_; }
   const net::Endpoint &local() const { return local_; }
   std::span<const uint8_t> reset_secret() const { return reset_secret_; }
+  // A secret that survives restarts, so that clients of a previous run get stateless resets
+  // they can verify (their tokens came from the same secret) and reconnect at once.
+  void derive_reset_secret(std::span<const uint8_t> ikm) {
+    static constexpr uint8_t kInfo[] = "alknet quic stateless reset v1";
+    (void)HKDF(reset_secret_.data(), reset_secret_.size(), EVP_sha256(), ikm.data(), ikm.size(), nullptr, 0, kInfo,
+               sizeof kInfo - 1);
+  }
 
   void want_send(Connection &c);
   void update_timer(Connection &c);
@@ -1072,14 +1082,21 @@ class ServerCore final : public Core {
   void on_datagram(std::span<const uint8_t> pkt, const net::Endpoint &from) override {
     if (pkt.empty() || stopped_) return;
     ngtcp2_version_cid vc;
-    if (ngtcp2_pkt_decode_version_cid(&vc, pkt.data(), pkt.size(), kCidLen) != 0) return;
-    if (vc.dcidlen > NGTCP2_MAX_CIDLEN) return;
+    const int rv = ngtcp2_pkt_decode_version_cid(&vc, pkt.data(), pkt.size(), kCidLen);
+    if (rv == NGTCP2_ERR_VERSION_NEGOTIATION) {
+      send_version_negotiation(vc, pkt.size(), from);
+      return;
+    }
+    if (rv != 0 || vc.dcidlen > NGTCP2_MAX_CIDLEN) return;
     if (auto it = by_cid_.find(cid_key(vc.dcid, vc.dcidlen)); it != by_cid_.end()) {
       auto c = it->second;
       c->on_datagram(pkt, from);
       return;
     }
-    if ((pkt[0] & 0x80) == 0) return;  // short header for no connection of ours: drop
+    if ((pkt[0] & 0x80) == 0) {  // short header for no connection of ours (we restarted, or it is gone)
+      send_stateless_reset(vc, pkt.size(), from);
+      return;
+    }
     ngtcp2_pkt_hd hd;
     if (ngtcp2_accept(&hd, pkt.data(), pkt.size()) != 0 || hd.type != NGTCP2_PKT_INITIAL) return;
     if (all_.size() >= cfg_.max_connections) return;
@@ -1090,6 +1107,58 @@ class ServerCore final : public Core {
     register_cid(hd.dcid, *c);  // the client's retransmitted Initials still carry it
     register_cid(scid, *c);
     c->on_datagram(pkt, from);
+  }
+
+  // RFC 9000 §6.1: answer a client's first flight in a version we do not speak, so it can fail
+  // fast (or pick v1) instead of timing out. Only for datagrams big enough to start a connection
+  // (§14.1), so the reply never amplifies: it is far smaller than what it answers.
+  void send_version_negotiation(const ngtcp2_version_cid &vc, size_t pktlen, const net::Endpoint &from) {
+    if (pktlen < NGTCP2_MAX_UDP_PAYLOAD_SIZE || !reply_budget()) return;
+    const uint32_t versions[] = {NGTCP2_PROTO_VER_V1};
+    uint8_t buf[256];
+    uint8_t unused;
+    RAND_bytes(&unused, 1);
+    const ngtcp2_ssize n = ngtcp2_pkt_write_version_negotiation(buf, sizeof buf, unused, vc.scid, vc.scidlen, vc.dcid,
+                                                                vc.dcidlen, versions, std::size(versions));
+    if (n > 0) send_to(buf, static_cast<size_t>(n), from);
+  }
+
+  // RFC 9000 §10.3: a peer still talking to a connection we no longer have (a server restart)
+  // learns it at once from a stateless reset instead of waiting out its idle timeout. The token
+  // comes from the same secret and CID as the one we advertised, so it only matches CIDs we
+  // issued. Always shorter than the packet it answers (no reset loops between two endpoints),
+  // never shorter than a plausible short-header packet, and rate-limited.
+  void send_stateless_reset(const ngtcp2_version_cid &vc, size_t pktlen, const net::Endpoint &from) {
+    constexpr size_t kMin = 1 + kCidLen + NGTCP2_STATELESS_RESET_TOKENLEN + 4;  // looks like a real packet
+    if (vc.dcidlen != kCidLen || pktlen <= kMin || !reply_budget()) return;
+    ngtcp2_cid cid;
+    ngtcp2_cid_init(&cid, vc.dcid, vc.dcidlen);
+    uint8_t token[NGTCP2_STATELESS_RESET_TOKENLEN];
+    if (!generate_stateless_reset_token(std::span<uint8_t, NGTCP2_STATELESS_RESET_TOKENLEN>(token), reset_secret(), cid))
+      return;
+    const size_t len = std::min<size_t>(pktlen - 1, 64);
+    uint8_t rnd[64];
+    RAND_bytes(rnd, sizeof rnd);
+    uint8_t buf[64];
+    const ngtcp2_ssize n =
+        ngtcp2_pkt_write_stateless_reset(buf, len, token, rnd, len - NGTCP2_STATELESS_RESET_TOKENLEN);
+    if (n > 0) send_to(buf, static_cast<size_t>(n), from);
+  }
+
+  // Stateless replies cost us nothing to trigger: at most kRepliesPerSecond of them.
+  bool reply_budget() {
+    constexpr unsigned kRepliesPerSecond = 100;
+    const auto now = std::chrono::steady_clock::now();
+    if (now - budget_start_ >= std::chrono::seconds(1)) {
+      budget_start_ = now;
+      budget_used_ = 0;
+    }
+    return budget_used_++ < kRepliesPerSecond;
+  }
+
+  void send_to(const uint8_t *data, size_t len, const net::Endpoint &to) {
+    ngtcp2_addr a{const_cast<sockaddr *>(to.sa()), to.len};
+    send_now(data, len, a);
   }
 
   void register_cid(const ngtcp2_cid &cid, Connection &c) override {
@@ -1136,6 +1205,8 @@ class ServerCore final : public Core {
   std::deque<std::weak_ptr<Connection>> ready_;
   rt::Event ready_ev_;
   bool stopped_ = false;
+  std::chrono::steady_clock::time_point budget_start_{};
+  unsigned budget_used_ = 0;
 };
 
 // ---------------------------------------------------------------------------------
@@ -1304,7 +1375,13 @@ rt::Result<std::unique_ptr<QuicListener>> QuicListener::create(const QuicServerC
     (void)::setsockopt(fd.get(), IPPROTO_IPV6, IPV6_V6ONLY, &one, sizeof one);
   }
   if (::bind(fd.get(), bind.sa(), bind.len) != 0) return R(rt::errno_error(errno, "udp bind " + bind.to_string()));
+  // The TLS private key is the one secret this listener has that outlives the process.
+  bssl::ScopedCBB der;
+  const bool have_der =
+      CBB_init(der.get(), 256) && EVP_marshal_private_key(der.get(), SSL_CTX_get0_privatekey(ctx.get()));
+  if (!have_der) ERR_clear_error();  // a key type BoringSSL cannot serialize keeps the random secret
   auto core = std::make_shared<ServerCore>(std::move(fd), cfg, std::move(ctx));
+  if (have_der) core->derive_reset_secret({CBB_data(der.get()), CBB_len(der.get())});
   core->start();
   const net::Endpoint local = core->local();
   return R(std::unique_ptr<QuicListener>(new QuicListener(std::move(core), local)));

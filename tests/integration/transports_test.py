@@ -667,6 +667,26 @@ def test_quic_server_crash_stateless_reset():
                 p.stop()
 
 
+def test_quic_survives_nat_rebinding():
+    """The client's address as the server sees it changes mid-transfer, several times (a NAT
+    rebinding, or the client moving between networks behind the same relay): the QUIC connection
+    migrates (path validation by ngtcp2) and the SSH session never reconnects."""
+    relay = c = None
+    try:
+        relay = RebindingUdpRelay(E.quic.port)
+        c = Client('quic-rebind', relay.port, 'quic', extra=['--tls-server-name', 'localhost'])
+        fetch_ok(c.socks, 'huge.bin', 'across rebindings')
+        check(relay.rebinds >= 2, f'only {relay.rebinds} rebindings happened')
+        check(c.log().count('connected transport=quic') == 1 and 'disconnected' not in c.log(),
+              'the session reconnected: ' + c.log()[-500:])
+        print(f'  ({relay.rebinds} rebindings in {relay.seen} client datagrams, one session)', flush=True)
+    finally:
+        if c:
+            c.stop()
+        if relay:
+            relay.stop()
+
+
 def test_quic_idle_timeout_and_keepalive():
     """--quic-idle-timeout ends a silent connection (the client reconnects); a keep-alive shorter
     than the peer's idle timeout keeps it up."""
@@ -817,6 +837,49 @@ class LossyUdpRelay:
         self.back.close()
 
 
+class RebindingUdpRelay(LossyUdpRelay):
+    """No loss, no delay, but every `every` client datagrams the relay's server-facing socket is
+    replaced by a new one (a new source port): a NAT rebinding as the server sees it."""
+
+    def __init__(self, server_port, every=100):
+        self.every, self.seen, self.rebinds, self.server_port = every, 0, 0, server_port
+        super().__init__(server_port, loss=0, delay=0)
+
+    def receive(self, sock, q):
+        if sock is not self.front:
+            return super().receive(sock, q)
+        while not self.stopped:
+            try:
+                d, addr = sock.recvfrom(65536)
+            except OSError:
+                return
+            self.client = addr
+            self.seen += 1
+            if self.seen % self.every == 0:
+                old, self.back = self.back, socket.socket(type=socket.SOCK_DGRAM)
+                self.back.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 8 << 20)
+                self.back.connect((LOOP, self.server_port))
+                threading.Thread(target=self.pump_back, args=(self.back,), daemon=True).start()
+                self.rebinds += 1
+                threading.Timer(2, old.close).start()  # late packets on the old path still arrive
+            try:
+                self.back.send(d)
+            except OSError:
+                pass
+
+    def pump_back(self, sock):
+        while not self.stopped:
+            try:
+                d = sock.recv(65536)
+            except OSError:
+                return
+            if self.client:
+                try:
+                    self.front.sendto(d, self.client)
+                except OSError:
+                    pass
+
+
 def lossy_downloads(c, http_host, http_port, what):
     for name in ('big.bin',):
         out = os.path.join(WORK, f'lossy-{name}')
@@ -934,6 +997,7 @@ TESTS = [
     test_quic_server_restart_reconnects,
     test_quic_idle_timeout_and_keepalive,
     test_quic_server_crash_stateless_reset,
+    test_quic_survives_nat_rebinding,
     test_per_ip_cap_all_transports,
     test_sigterm_with_live_sessions,
     test_quic_lossy_link,

@@ -399,6 +399,84 @@ class TlsConn final : public stream::Stream {
   bssl::UniquePtr<SSL> ssl_;  // last: freed first, while the buffers its BIO uses still exist
 };
 
+// SSL ex_data: set (to the context) on connections answering a tls-alpn-01 challenge.
+int acme_ex_index() {
+  static int idx = SSL_get_ex_new_index(0, nullptr, nullptr, nullptr, nullptr);
+  return idx;
+}
+// SSL_CTX ex_data: the TlsServerContext that owns the SSL_CTX.
+int owner_ex_index() {
+  static int idx = SSL_CTX_get_ex_new_index(0, nullptr, nullptr, nullptr, nullptr);
+  return idx;
+}
+
+bool offers_alpn(const SSL_CLIENT_HELLO *hello, std::string_view want) {
+  const uint8_t *data = nullptr;
+  size_t len = 0;
+  if (!SSL_early_callback_ctx_extension_get(hello, TLSEXT_TYPE_application_layer_protocol_negotiation, &data, &len) ||
+      len < 2)
+    return false;
+  size_t list = size_t(data[0]) << 8 | data[1];
+  if (list != len - 2) return false;
+  for (size_t i = 2; i < len;) {
+    size_t l = data[i];
+    if (l == 0 || i + 1 + l > len) return false;
+    if (std::string_view(reinterpret_cast<const char *>(data + i + 1), l) == want) return true;
+    i += 1 + l;
+  }
+  return false;
+}
+
+// Loads a PEM chain (leaf first) and key held in memory into ctx.
+bool use_pem(SSL_CTX *ctx, std::string_view chain, std::string_view key, std::string *why) {
+  bssl::UniquePtr<BIO> cb(BIO_new_mem_buf(chain.data(), int(chain.size())));
+  bssl::UniquePtr<X509> leaf(cb ? PEM_read_bio_X509(cb.get(), nullptr, nullptr, nullptr) : nullptr);
+  if (!leaf || SSL_CTX_use_certificate(ctx, leaf.get()) != 1) {
+    *why = "certificate: " + ssl_error_text("unusable");
+    return false;
+  }
+  SSL_CTX_clear_chain_certs(ctx);
+  for (;;) {
+    bssl::UniquePtr<X509> extra(PEM_read_bio_X509(cb.get(), nullptr, nullptr, nullptr));
+    if (!extra) break;
+    if (SSL_CTX_add1_chain_cert(ctx, extra.get()) != 1) {
+      *why = "certificate chain: " + ssl_error_text("unusable");
+      return false;
+    }
+  }
+  ERR_clear_error();  // the end of the chain reads as "no start line"
+  bssl::UniquePtr<BIO> kb(BIO_new_mem_buf(key.data(), int(key.size())));
+  bssl::UniquePtr<EVP_PKEY> pkey(kb ? PEM_read_bio_PrivateKey(kb.get(), nullptr, nullptr, nullptr) : nullptr);
+  if (!pkey || SSL_CTX_use_PrivateKey(ctx, pkey.get()) != 1 || SSL_CTX_check_private_key(ctx) != 1) {
+    *why = "key: " + ssl_error_text("does not match the certificate");
+    return false;
+  }
+  return true;
+}
+
+// Early ClientHello hook: an ACME validator (ALPN acme-tls/1) asking for a name with a
+// pending challenge gets the challenge certificate instead of the server's.
+ssl_select_cert_result_t select_certificate(const SSL_CLIENT_HELLO *hello) {
+  SSL *ssl = hello->ssl;
+  auto *owner = static_cast<TlsServerContext *>(SSL_CTX_get_ex_data(SSL_get_SSL_CTX(ssl), owner_ex_index()));
+  if (!owner || !owner->acme_challenges() || !offers_alpn(hello, kAlpnAcme)) return ssl_select_cert_success;
+  const char *sni = SSL_get_servername(ssl, TLSEXT_NAMETYPE_host_name);
+  if (!sni) return ssl_select_cert_success;
+  auto answer = owner->acme_challenges()(sni);
+  if (!answer) return ssl_select_cert_success;
+  bssl::UniquePtr<BIO> cb(BIO_new_mem_buf(answer->first.data(), int(answer->first.size())));
+  bssl::UniquePtr<X509> cert(cb ? PEM_read_bio_X509(cb.get(), nullptr, nullptr, nullptr) : nullptr);
+  bssl::UniquePtr<BIO> kb(BIO_new_mem_buf(answer->second.data(), int(answer->second.size())));
+  bssl::UniquePtr<EVP_PKEY> key(kb ? PEM_read_bio_PrivateKey(kb.get(), nullptr, nullptr, nullptr) : nullptr);
+  ERR_clear_error();
+  if (!cert || !key || SSL_use_certificate(ssl, cert.get()) != 1 || SSL_use_PrivateKey(ssl, key.get()) != 1) {
+    ERR_clear_error();
+    return ssl_select_cert_error;
+  }
+  SSL_set_ex_data(ssl, acme_ex_index(), owner);
+  return ssl_select_cert_success;
+}
+
 bool alpn_allowed(const std::vector<std::string> &allowed, const std::string &got) {
   return std::find(allowed.begin(), allowed.end(), got) != allowed.end();
 }
@@ -406,7 +484,7 @@ bool alpn_allowed(const std::vector<std::string> &allowed, const std::string &go
 // Server preference: the first of our protocols the client offers. In stealth mode a client
 // that offers none of ours is served like nginx would (http/1.1 if offered, else no ALPN),
 // so the handshake alone does not give the server away.
-int select_alpn(SSL *, const uint8_t **out, uint8_t *outlen, const uint8_t *in, unsigned inlen, void *arg) {
+int select_alpn(SSL *ssl, const uint8_t **out, uint8_t *outlen, const uint8_t *in, unsigned inlen, void *arg) {
   auto *cfg = static_cast<const TlsServerConfig *>(arg);
   auto find = [&](std::string_view want) -> bool {
     unsigned i = 0;
@@ -422,6 +500,8 @@ int select_alpn(SSL *, const uint8_t **out, uint8_t *outlen, const uint8_t *in, 
     }
     return false;
   };
+  // Only a connection that got a challenge certificate may speak acme-tls/1.
+  if (SSL_get_ex_data(ssl, acme_ex_index()) && find(kAlpnAcme)) return SSL_TLSEXT_ERR_OK;
   for (const auto &p : cfg->alpn)
     if (find(p)) return SSL_TLSEXT_ERR_OK;
   if (!cfg->stealth) return SSL_TLSEXT_ERR_ALERT_FATAL;
@@ -434,8 +514,18 @@ int select_alpn(SSL *, const uint8_t **out, uint8_t *outlen, const uint8_t *in, 
 TlsClientContext::TlsClientContext(Private, TlsClientConfig cfg, detail::SslCtxPtr ctx)
     : cfg_(std::move(cfg)), ctx_(std::move(ctx)) {}
 
-TlsServerContext::TlsServerContext(Private, TlsServerConfig cfg, detail::SslCtxPtr ctx)
-    : cfg_(std::move(cfg)), ctx_(std::move(ctx)) {}
+TlsServerContext::TlsServerContext(Private, TlsServerConfig cfg, detail::SslCtxPtr ctx) : cfg_(std::move(cfg)) {
+  attach(std::move(ctx));
+}
+
+void TlsServerContext::attach(detail::SslCtxPtr ctx) {
+  // The callbacks read the config owned by this context, which outlives every handshake
+  // started from it (tls_accept holds a reference).
+  SSL_CTX_set_alpn_select_cb(ctx.get(), select_alpn, const_cast<TlsServerConfig *>(&cfg_));
+  SSL_CTX_set_select_certificate_cb(ctx.get(), select_certificate);
+  SSL_CTX_set_ex_data(ctx.get(), owner_ex_index(), this);
+  ctx_ = std::move(ctx);
+}
 
 rt::Result<std::shared_ptr<TlsClientContext>> TlsClientContext::create(const TlsClientConfig &cfg) {
   if (cfg.alpn.empty() || cfg.alpn.size() > 255) return rt::Error{EINVAL, "tls: bad ALPN protocol name"};
@@ -457,11 +547,8 @@ rt::Result<std::shared_ptr<TlsClientContext>> TlsClientContext::create(const Tls
   return std::make_shared<TlsClientContext>(Private{}, cfg, std::move(ctx));
 }
 
-rt::Result<std::shared_ptr<TlsServerContext>> TlsServerContext::create(const TlsServerConfig &cfg) {
-  for (const auto &p : cfg.alpn)
-    if (p.empty() || p.size() > 255) return rt::Error{EINVAL, "tls: bad ALPN protocol name"};
-  if (auto e = unreadable("certificate", cfg.cert_file)) return *e;
-  if (auto e = unreadable("key", cfg.key_file)) return *e;
+namespace {
+rt::Result<detail::SslCtxPtr> new_server_ctx(const TlsServerConfig &cfg) {
   ERR_clear_error();
   detail::SslCtxPtr ctx(SSL_CTX_new(TLS_method()));
   if (!ctx) return rt::Error{ENOMEM, "tls: " + ssl_error_text("cannot create context")};
@@ -469,6 +556,34 @@ rt::Result<std::shared_ptr<TlsServerContext>> TlsServerContext::create(const Tls
   // always speaks 1.3.
   SSL_CTX_set_min_proto_version(ctx.get(), cfg.stealth ? TLS1_2_VERSION : TLS1_3_VERSION);
   SSL_CTX_set_max_proto_version(ctx.get(), TLS1_3_VERSION);
+  return ctx;
+}
+}  // namespace
+
+rt::Result<void> TlsServerContext::use_certificate(std::string_view chain_pem, std::string_view key_pem) {
+  auto ctx = new_server_ctx(cfg_);
+  if (!ctx) return ctx.error();
+  std::string why;
+  if (!use_pem(ctx->get(), chain_pem, key_pem, &why)) return rt::Error{EINVAL, "tls: new " + why};
+  attach(std::move(ctx.value()));
+  return {};
+}
+
+rt::Result<std::shared_ptr<TlsServerContext>> TlsServerContext::create(const TlsServerConfig &cfg) {
+  for (const auto &p : cfg.alpn)
+    if (p.empty() || p.size() > 255) return rt::Error{EINVAL, "tls: bad ALPN protocol name"};
+  if (!cfg.cert_pem.empty()) {
+    auto ctx = new_server_ctx(cfg);
+    if (!ctx) return ctx.error();
+    std::string why;
+    if (!use_pem(ctx->get(), cfg.cert_pem, cfg.key_pem, &why)) return rt::Error{EINVAL, "tls: " + why};
+    return std::make_shared<TlsServerContext>(Private{}, cfg, std::move(ctx.value()));
+  }
+  if (auto e = unreadable("certificate", cfg.cert_file)) return *e;
+  if (auto e = unreadable("key", cfg.key_file)) return *e;
+  auto made = new_server_ctx(cfg);
+  if (!made) return made.error();
+  detail::SslCtxPtr ctx = std::move(made.value());
   if (SSL_CTX_use_certificate_chain_file(ctx.get(), cfg.cert_file.c_str()) != 1)
     return rt::Error{EINVAL, "tls: certificate " + cfg.cert_file + ": " + ssl_error_text("unusable")};
   if (SSL_CTX_use_PrivateKey_file(ctx.get(), cfg.key_file.c_str(), SSL_FILETYPE_PEM) != 1) {
@@ -482,10 +597,7 @@ rt::Result<std::shared_ptr<TlsServerContext>> TlsServerContext::create(const Tls
   }
   if (SSL_CTX_check_private_key(ctx.get()) != 1)
     return rt::Error{EINVAL, "tls: key " + cfg.key_file + " does not match certificate " + cfg.cert_file};
-  auto out = std::make_shared<TlsServerContext>(Private{}, cfg, std::move(ctx));
-  // The callback reads the config owned by the context, which outlives every SSL made from it.
-  SSL_CTX_set_alpn_select_cb(out->native(), select_alpn, const_cast<TlsServerConfig *>(&out->config()));
-  return out;
+  return std::make_shared<TlsServerContext>(Private{}, cfg, std::move(ctx));
 }
 
 rt::Task<rt::Result<std::unique_ptr<stream::Stream>>> tls_connect(std::shared_ptr<TlsClientContext> ctx,
@@ -531,6 +643,11 @@ rt::Task<rt::Result<std::unique_ptr<stream::Stream>>> tls_accept(std::shared_ptr
   SSL_set_accept_state(conn->ssl());
   auto hs = co_await conn->handshake(rt::Clock::now() + cfg.handshake_timeout);
   if (!hs) co_return hs.error();
+  // RFC 8737 §3: the validator only looks at the certificate; nothing more is said.
+  if (SSL_get_ex_data(conn->ssl(), acme_ex_index()) && selected_alpn(conn->ssl()) == kAlpnAcme) {
+    conn->close();
+    co_return rt::Error{rt::kErrNotAllowed, "tls: acme-tls/1 challenge answered"};
+  }
   bool ours = alpn_allowed(cfg.alpn, selected_alpn(conn->ssl()));
   if (!cfg.stealth) {
     if (!ours) co_return rt::Error{rt::kErrProtocol, "tls: client did not offer ALPN " + cfg.alpn.front()};

@@ -3,8 +3,11 @@
 #pragma once
 
 #include <chrono>
+#include <functional>
 #include <memory>
+#include <optional>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "runtime/fd.hpp"
@@ -19,6 +22,8 @@ struct ssl_ctx_st;
 namespace alk::transport {
 
 inline constexpr std::string_view kAlpnSsh = "alknet-ssh";
+// ACME tls-alpn-01 validation (RFC 8737): answered with a challenge certificate, then closed.
+inline constexpr std::string_view kAlpnAcme = "acme-tls/1";
 
 struct TlsClientConfig {
   std::string server_name;  // SNI and the name (or IP) the certificate must match
@@ -30,6 +35,7 @@ struct TlsClientConfig {
 
 struct TlsServerConfig {
   std::string cert_file, key_file;  // PEM chain (leaf first) and its EC, RSA or Ed25519 key
+  std::string cert_pem, key_pem;    // the same in memory, used instead of the files when set
   std::vector<std::string> alpn = {std::string(kAlpnSsh)};
   bool stealth = false;
   rt::Duration handshake_timeout = std::chrono::seconds(10);
@@ -67,9 +73,23 @@ class TlsServerContext {
   const TlsServerConfig &config() const { return cfg_; }
   ssl_ctx_st *native() const { return ctx_.get(); }
 
+  // Hot swap: handshakes that start after this call use the new PEM chain and key;
+  // connections already made keep theirs. On error the old certificate stays.
+  rt::Result<void> use_certificate(std::string_view chain_pem, std::string_view key_pem);
+
+  // (chain PEM, key PEM) answering tls-alpn-01 for a server name, or nothing.
+  using AcmeChallenges = std::function<std::optional<std::pair<std::string, std::string>>(std::string_view)>;
+  // A client offering ALPN acme-tls/1 for a name the lookup knows gets that certificate and
+  // the connection ends after the handshake (tls_accept returns kErrNotAllowed): it never
+  // reaches SSH or stealth. Anything else is handled as before.
+  void set_acme_challenges(AcmeChallenges lookup) { acme_ = std::move(lookup); }
+  const AcmeChallenges &acme_challenges() const { return acme_; }
+
  private:
+  void attach(detail::SslCtxPtr ctx);
   TlsServerConfig cfg_;
   detail::SslCtxPtr ctx_;
+  AcmeChallenges acme_;
 };
 
 // Client handshake over a connected TCP socket: verifies the chain and the host name (or IP)

@@ -7,6 +7,7 @@ they import from here with `from harness import ...`.
 import hashlib
 import http.server
 import os
+import random
 import socket
 import subprocess
 import threading
@@ -28,6 +29,28 @@ def check(cond, why):
 
 # ---------------------------------------------------------------------------------------
 # small helpers
+
+def free_stable_port(kind=socket.SOCK_STREAM):
+    """A free port below the kernel's ephemeral range, for a server that a test kills and
+    restarts on the same port: an ephemeral one can be taken by any new socket on the machine
+    in the gap between the two."""
+    lo = 32768
+    try:
+        lo = int(open('/proc/sys/net/ipv4/ip_local_port_range').read().split()[0])
+    except (OSError, ValueError, IndexError):
+        pass
+    rnd = random.Random()
+    for _ in range(200):
+        p = rnd.randrange(max(1024, lo - 12000), lo)
+        try:
+            for k in (socket.SOCK_STREAM, socket.SOCK_DGRAM):
+                with socket.socket(type=k) as s:
+                    s.bind((LOOP, p))
+            return p
+        except OSError:
+            continue
+    return free_port(kind)
+
 
 def free_port(kind=socket.SOCK_STREAM):
     """A loopback port free for both TCP and UDP (quic listens on UDP, tls on TCP)."""

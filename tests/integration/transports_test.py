@@ -27,8 +27,8 @@ import threading
 import time
 import traceback
 
-from harness import (DEST_PORTS, LOOP, AlknetLog, HttpServer, TestFailure, check, fd_count, free_port, keygen,
-                     recv_exact, run, run_test, sha, wait_until)
+from harness import (DEST_PORTS, LOOP, AlknetLog, HttpServer, TestFailure, check, fd_count, free_port,
+                     free_stable_port, keygen, recv_exact, run, run_test, sha, wait_until)
 
 ALKNET = os.path.abspath(sys.argv[1]) if len(sys.argv) > 1 else ''
 ONLY = sys.argv[2:]
@@ -618,7 +618,7 @@ def test_quic_certificate_rules():
 
 
 def test_quic_server_restart_reconnects():
-    srv = Server('quic-restart', 'quic')
+    srv = Server('quic-restart', 'quic', port=free_stable_port(socket.SOCK_DGRAM))
     port = srv.port
     c = None
     try:
@@ -642,7 +642,7 @@ def test_quic_server_crash_stateless_reset():
     """A server killed with SIGKILL cannot say goodbye; once it is back on the same port, its
     stateless reset (token from the same TLS key) tells the client at its next packet, instead
     of the client waiting out its 60 s idle timeout."""
-    srv = Server('quic-crash', 'quic')
+    srv = Server('quic-crash', 'quic', port=free_stable_port(socket.SOCK_DGRAM))
     port = srv.port
     c = srv2 = None
     try:

@@ -184,6 +184,7 @@ constexpr FlagDef kConnectFlags[] = {
     {"--socks5", "", true},          {"--forward", "", true},       {"--remote-forward", "", true},
     {"--proxy", "", true},           {"--tls-server-name", "", true}, {"--insecure", "", false},
     {"--tls-ca", "", true},          {"--socks5-auth", "", true},   {"--user", "", true},
+    {"--socks5-auth-file", "", true},
     {"--known-hosts", "", true},     {"--host-key", "", true},      {"--quiet", "-q", false},
     {"--verbose", "-v", false},      {"--quic-cc", "", true},       {"--quic-idle-timeout", "", true},
     {"--quic-keepalive", "", true},
@@ -276,6 +277,9 @@ Result parse_connect(std::span<const std::string_view> args, const Getenv& env) 
       // Never echo a password back into logs or terminals.
       if (!up) return err + " in --socks5-auth";
       o.socks5_auth = std::move(*up);
+    } else if (f == "--socks5-auth-file") {
+      // Read (and its permissions checked) at start-up by `connect`: this parser touches no files.
+      o.socks5_auth_file = std::string(v);
     } else if (f == "--user") {
       if (!valid_user_name(v)) return bad("invalid user name (1..255 bytes, no spaces or control characters)");
       o.user = std::string(v);
@@ -317,6 +321,7 @@ Result parse_connect(std::span<const std::string_view> args, const Getenv& env) 
   }
   if (auto e = check_quic_options(o.quic, quic_given, o.transport)) return *e;
   if (o.quiet && o.verbose) return "--quiet and --verbose cannot be combined";
+  if (o.socks5_auth && !o.socks5_auth_file.empty()) return "use either --socks5-auth or --socks5-auth-file, not both";
   return p;
 }
 
@@ -559,6 +564,8 @@ Every flag accepts '--flag VALUE' and '--flag=VALUE'. IPv6 goes in brackets: [20
       {"--socks5 [ADDR:]PORT", "SOCKS5 listener, always on; default 127.0.0.1:1080", "--socks5 127.0.0.1:1081"},
       {"--socks5-auth USER:PASS", "require RFC 1929 username/password on the SOCKS5 port",
        "--socks5-auth alice:s3cret"},
+      {"--socks5-auth-file PATH", "the same, USER:PASS read from the first line of a file that others cannot read",
+       "--socks5-auth-file /etc/alknet/socks5-auth"},
       {"--forward [BIND:]LPORT:HOST:RPORT", "local forward like ssh -L, repeatable; BIND defaults to 127.0.0.1",
        "--forward 5432:db.internal:5432"},
       {"--remote-forward [BIND:]RPORT:HOST:LPORT", "remote forward like ssh -R, repeatable; BIND defaults to localhost",

@@ -36,6 +36,7 @@ struct ConnectOptions {
   bool insecure = false;
   std::string tls_ca;
   std::optional<net::UserPass> socks5_auth;
+  std::string socks5_auth_file;  // USER:PASS on its first line; read by connect at start-up
   std::string user = "alknet";
   std::string known_hosts;  // defaults to $XDG_CONFIG_HOME/alknet/known_hosts or ~/.config/...
   std::string host_key;     // "SHA256:" + 43 base64 chars, or empty (trust on first use)

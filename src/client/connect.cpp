@@ -13,6 +13,7 @@
 #include "runtime/reactor.hpp"
 #include "runtime/scope.hpp"
 #include "runtime/signals.hpp"
+#include "socks5/credentials_file.hpp"
 #include "socks5/server.hpp"
 #include "ssh/client.hpp"
 #include "transport/quic/transport.hpp"
@@ -88,6 +89,11 @@ class App {
     if (o_.proxy && o_.transport == "tcp")
       log("warning: --proxy with --transport tcp only tunnels the TCP connection to the server");
 
+    if (!o_.socks5_auth_file.empty()) {
+      auto up = socks5::load_credentials_file(o_.socks5_auth_file);
+      if (!up) return fail(up.error().what);
+      socks_cfg_.credentials = socks5::UserPass{up->user, up->pass};
+    }
     auto socks = open_listener(listeners_, o_.socks5.host, o_.socks5.port, "--socks5");
     if (!socks) return fail(socks.error().what);
     std::vector<std::pair<net::Acceptor *, const net::ForwardSpec *>> locals;

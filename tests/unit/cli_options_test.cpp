@@ -239,6 +239,16 @@ TEST_CASE("connect: --socks5-auth", "[cli][connect]") {
   CHECK(e2.find("topsecret") == std::string::npos);
 }
 
+TEST_CASE("connect: --socks5-auth-file", "[cli][connect]") {
+  auto c = ok(connect_args({"--socks5-auth-file", "/etc/alknet/socks5-auth"})).connect;
+  CHECK(c.socks5_auth_file == "/etc/alknet/socks5-auth");
+  CHECK_FALSE(c.socks5_auth);
+  CHECK(ok(connect_args({})).connect.socks5_auth_file.empty());
+  CHECK(fails(connect_args({"--socks5-auth-file", "/f", "--socks5-auth", "a:b"})) ==
+        "use either --socks5-auth or --socks5-auth-file, not both");
+  CHECK(fails(connect_args({"--socks5-auth-file="})) == "empty value for --socks5-auth-file");
+}
+
 TEST_CASE("connect: --user", "[cli][connect]") {
   CHECK(ok(connect_args({"--user", "deploy"})).connect.user == "deploy");
   CHECK(fails(connect_args({"--user", "a b"})).find("invalid user name") != std::string::npos);

@@ -227,4 +227,30 @@ ParseResult parse_response(std::string_view bytes, bool eof, bool head) {
   return r;
 }
 
+Http01Request parse_http01_request(std::string_view bytes) {
+  Http01Request r;
+  size_t end = bytes.find("\r\n\r\n");
+  if (end == std::string_view::npos) {
+    if (bytes.size() > kMaxHttp01Head) r.state = ParseState::Bad;
+    return r;
+  }
+  r.state = ParseState::Bad;
+  if (end > kMaxHttp01Head) return r;
+  std::string_view line = bytes.substr(0, bytes.find("\r\n"));
+  if (!line.starts_with("GET ")) return r;
+  line.remove_prefix(4);
+  size_t sp = line.find(' ');
+  if (sp == std::string_view::npos) return r;
+  std::string_view target = line.substr(0, sp), version = line.substr(sp + 1);
+  if (version != "HTTP/1.1" && version != "HTTP/1.0") return r;
+  if (!target.starts_with(kHttp01Prefix)) return r;
+  std::string_view token = target.substr(kHttp01Prefix.size());
+  if (token.empty() || token.size() > 256) return r;
+  for (char c : token)
+    if (!std::isalnum(static_cast<unsigned char>(c)) && c != '-' && c != '_') return r;
+  r.state = ParseState::Done;
+  r.token = std::string(token);
+  return r;
+}
+
 }  // namespace alk::acme

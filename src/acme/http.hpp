@@ -51,4 +51,15 @@ inline constexpr size_t kMaxBodyBytes = 1024 * 1024;
 // request's response has no body (head = true).
 ParseResult parse_response(std::string_view bytes, bool eof, bool head = false);
 
+// The server side of http-01 (RFC 8555 §8.3): the request head a validator sends.
+struct Http01Request {
+  ParseState state = ParseState::NeedMore;
+  std::string token;  // set when Done
+};
+inline constexpr std::string_view kHttp01Prefix = "/.well-known/acme-challenge/";
+inline constexpr size_t kMaxHttp01Head = 8192;
+// Done once the head ("GET /.well-known/acme-challenge/TOKEN HTTP/1.x ... CRLF CRLF") is
+// complete and TOKEN is base64url; Bad for any other request or a head over kMaxHttp01Head.
+Http01Request parse_http01_request(std::string_view bytes);
+
 }  // namespace alk::acme

@@ -209,11 +209,12 @@ rt::Task<rt::Result<void>> Manager::obtain() {
   co_return rt::Result<void>{};
 }
 
-rt::Task<void> Manager::run() {
+rt::Task<void> Manager::run(bool until_certificate) {
   unsigned failures = 0;
   const uint64_t jitter = random64();  // one draw per process: the renewal time stays put
   for (;;) {
     int64_t now = now_s();
+    if (until_certificate && current_) co_return;
     if (current_) {
       auto info = cert_info(current_->chain);
       int64_t due = info ? renewal_time(info->not_before, info->not_after, jitter) : now;

@@ -37,6 +37,7 @@ class Manager final : ChallengeSink {
 
   // The certificate to serve now (cached or issued), if any.
   const std::optional<CertPem> &current() const { return current_; }
+  const std::vector<std::string> &domains() const { return cfg_.domains; }
   // Called with every newly issued certificate (after it is in the cache).
   void on_certificate(Install f) { install_ = std::move(f); }
 
@@ -46,8 +47,9 @@ class Manager final : ChallengeSink {
   std::optional<std::string> http01_answer(std::string_view token) const;
 
   // Issues when there is no usable certificate, then renews when due, forever (until
-  // cancelled). Logs `acme: ...` lines.
-  rt::Task<void> run();
+  // cancelled), or only until a certificate is there when until_certificate. Failures are
+  // retried with backoff. Logs `acme: ...` lines.
+  rt::Task<void> run(bool until_certificate = false);
   // One issuance attempt now: on success the certificate is cached, current and installed.
   rt::Task<rt::Result<void>> obtain();
 

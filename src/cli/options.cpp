@@ -203,6 +203,8 @@ constexpr FlagDef kServeFlags[] = {
     {"--acme-email", "", true},
     {"--acme-cache", "", true},
     {"--acme-staging", "", false},
+    {"--acme-ca", "", true},
+    {"--acme-http-port", "", true},
     {"--stealth", "", false},
     {"--proxy", "", true},
     {"--max-connections-per-ip", "", true},
@@ -378,6 +380,12 @@ Result parse_serve(std::span<const std::string_view> args, const Getenv& env) {
       o.acme_cache = std::string(v);
     } else if (f == "--acme-staging") {
       o.acme_staging = true;
+    } else if (f == "--acme-ca") {
+      o.acme_ca = std::string(v);
+    } else if (f == "--acme-http-port") {
+      auto n = parse_unsigned(v, 1, 65535);
+      if (!n) return bad("invalid port (expected 1..65535)");
+      o.acme_http_port = uint16_t(*n);
     } else if (f == "--stealth") {
       o.stealth = true;
     } else if (f == "--proxy") {
@@ -414,8 +422,9 @@ Result parse_serve(std::span<const std::string_view> args, const Getenv& env) {
   if (tls_like && o.tls_cert.empty() && !acme)
     return "--transport " + o.transport + " needs --tls-cert and --tls-key, or --acme-domain";
   if (acme && !o.tls_cert.empty()) return "use either --tls-cert/--tls-key or --acme-domain, not both";
-  if (!acme && (acme_directory_given || !o.acme_email.empty() || !o.acme_cache.empty() || o.acme_staging))
-    return "--acme-directory, --acme-email, --acme-cache and --acme-staging need --acme-domain";
+  if (!acme && (acme_directory_given || !o.acme_email.empty() || !o.acme_cache.empty() || o.acme_staging ||
+                !o.acme_ca.empty() || o.acme_http_port))
+    return "--acme-directory, --acme-email, --acme-cache, --acme-staging, --acme-ca and --acme-http-port need --acme-domain";
   if (acme_directory_given && o.acme_staging) return "--acme-staging and --acme-directory cannot be combined";
   if (acme) {
     if (!acme_directory_given)
@@ -628,6 +637,10 @@ Every flag accepts '--flag VALUE' and '--flag=VALUE'. IPv6 goes in brackets: [::
       {"--acme-staging", "use the Let's Encrypt staging directory (testing)", "--acme-staging"},
       {"--acme-cache DIR", "account and certificates; default $XDG_CACHE_HOME/alknet/acme",
        "--acme-cache /var/lib/alknet/acme"},
+      {"--acme-ca PATH", "trust this PEM CA for the directory's HTTPS (private or test CA)",
+       "--acme-ca /etc/alknet/acme-ca.pem"},
+      {"--acme-http-port PORT", "validate by http-01 on this TCP port (80) instead of tls-alpn-01",
+       "--acme-http-port 80"},
     }},
     {"OUTBOUND", {
       {"--proxy URL", "dial every destination via socks5://H:P or http://H:P",

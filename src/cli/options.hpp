@@ -56,6 +56,8 @@ struct ServeOptions {
   std::string acme_email;
   std::string acme_cache;  // filled with $XDG_CACHE_HOME/alknet/acme or ~/.cache/... when ACME is used
   bool acme_staging = false;
+  std::string acme_ca;          // PEM CA bundle for the directory's HTTPS (private or test CA)
+  uint16_t acme_http_port = 0;  // answer http-01 on this TCP port instead of tls-alpn-01; 0 = off
   bool stealth = false;
   std::optional<net::ProxyUrl> proxy;
   unsigned max_connections_per_ip = 0;  // 0 = unlimited

@@ -9,6 +9,7 @@
 #include <set>
 #include <string>
 
+#include "acme/listener.hpp"
 #include "net/dial.hpp"
 #include "net/proxy_dial.hpp"
 #include "net/socket.hpp"
@@ -398,8 +399,8 @@ int run_serve(const cli::ServeOptions &opts) {
     return 1;
   };
   if (opts.stealth && opts.transport != "tls") return fail("--stealth requires --transport tls");
-  if (opts.transport != "tcp" && opts.tls_cert.empty())
-    return fail("--transport " + opts.transport + " needs --tls-cert and --tls-key (ACME is not available in this build)");
+  if (opts.transport != "tcp" && opts.tls_cert.empty() && opts.acme_domains.empty())
+    return fail("--transport " + opts.transport + " needs --tls-cert and --tls-key, or --acme-domain");
   auto host_key = ssh::HostKey::load(opts.key);
   if (!host_key) return fail(host_key.error().what);
   auto policy = AuthPolicy::load(opts.authorized_keys, opts.cert_authorities);
@@ -416,7 +417,7 @@ int run_serve(const cli::ServeOptions &opts) {
   if (!ep) return fail("--listen needs an IP address, not \"" + opts.listen.host + "\"");
 
   std::shared_ptr<transport::TlsServerContext> tls;
-  if (opts.transport == "tls" || opts.transport == "quic") {
+  if ((opts.transport == "tls" || opts.transport == "quic") && opts.acme_domains.empty()) {
     // For quic too: the TLS loader's messages name the file and the reason (a key that does
     // not match its certificate), before any socket is opened.
     transport::TlsServerConfig tc;
@@ -429,12 +430,24 @@ int run_serve(const cli::ServeOptions &opts) {
   }
 
   rt::Reactor reactor;
+  // ACME: the certificate comes from the manager (cache, issuance, renewal) instead of files.
+  std::unique_ptr<acme::ServerAcme> acme;
+  if (!opts.acme_domains.empty()) {
+    transport::TlsServerConfig tc;
+    tc.stealth = opts.stealth;
+    acme::ManagerConfig ac{opts.acme_domains, opts.acme_directory, opts.acme_email, opts.acme_cache, opts.acme_ca};
+    auto a = acme::ServerAcme::open(std::move(ac), tc, *ep, opts.transport == "quic", opts.acme_http_port);
+    if (!a) return fail(a.error().what);
+    acme = std::move(a).value();
+    if (opts.transport == "tls") tls = acme->tls_context();
+    else rt::run_blocking(acme->ensure_certificate());  // quic cannot start without one
+  }
   rt::SignalWatch signals;
   Listener listener;
   if (opts.transport == "quic") {
     quic::QuicServerConfig qc;
-    qc.cert_file = opts.tls_cert;
-    qc.key_file = opts.tls_key;
+    qc.cert_file = acme ? acme->cert_file() : opts.tls_cert;
+    qc.key_file = acme ? acme->key_file() : opts.tls_key;
     qc.cc_algo = quic::cc_algo(opts.quic.cc);
     qc.idle_timeout = std::chrono::seconds(opts.quic.idle_timeout_s);
     qc.keepalive = std::chrono::seconds(opts.quic.keepalive_s);
@@ -452,7 +465,7 @@ int run_serve(const cli::ServeOptions &opts) {
                  host_key.value()->fingerprint().c_str());
   {
     Server server(opts, std::move(policy.value()), std::move(bind.value()), std::move(tls));
-    rt::run_blocking(server.run(listener, signals));
+    rt::run_blocking(acme ? acme->run_alongside(server.run(listener, signals)) : server.run(listener, signals));
   }
   return 0;
 }

@@ -271,8 +271,8 @@ def build():
     user_key = keygen(os.path.join(WORK, 'id_ed25519'))
     auth = os.path.join(WORK, 'authorized_keys')
     shutil.copy(user_key + '.pub', auth)
-    W.serve = spawn('serve', in_ns(NS_SRV, ALKNET, 'serve', '--key', host_key, '--authorized-keys', auth,
-                                   '--listen', f'{SRV_IP}:{SRV_PORT}'))
+    W.serve_args = [ALKNET, 'serve', '--key', host_key, '--authorized-keys', auth, '--listen', f'{SRV_IP}:{SRV_PORT}']
+    W.serve = spawn('serve', in_ns(NS_SRV, *W.serve_args))
     wait_log(W.serve, 'listening on', 10)
     W.connect = spawn('connect', in_ns(NS_CLI, ALKNET, 'connect', '--server', f'{SRV_IP}:{SRV_PORT}', '--identity',
                                        user_key, '--known-hosts', os.path.join(WORK, 'known_hosts'),
@@ -463,6 +463,47 @@ def test_200_concurrent_socks_sessions():
     check(ok[0] == n, f'{ok[0]}/{n} sessions succeeded; first errors: {errors[:3]}')
 
 
+def test_udp_policy_and_session_loss():
+    """The server restarts with --permit-open TGT:53: the live association's control connection
+    is closed when the session dies; after the reconnect UDP to the resolver passes while the
+    echo port and a link-local address are dropped, exactly as TCP CONNECTs are refused."""
+    a = UdpAssociation()
+    a.send(TGT_IP, UDP_ECHO_PORT, b'before')
+    check(a.recv()[2] == b'before', 'no echo before the restart')
+    connected = log_of(W.connect).count('connected transport=')
+    W.serve.send_signal(signal.SIGTERM)
+    W.serve.wait(timeout=10)
+    a.ctl.settimeout(10)
+    try:
+        check(a.ctl.recv(1) == b'', 'data on the control connection')
+    except socket.timeout:
+        raise TestFailure('the control connection outlived the session')
+    a.close()
+    W.serve = spawn('serve-permit', in_ns(NS_SRV, *W.serve_args, '--permit-open', f'{TGT_IP}:53'))
+    wait_log(W.serve, 'listening on', 10)
+    check(wait_until(lambda: log_of(W.connect).count('connected transport=') > connected, 20), 'no reconnect')
+    a = UdpAssociation()
+    try:
+        for dst in ((TGT_IP, UDP_ECHO_PORT), ('169.254.169.254', 53)):
+            a.send(dst[0], dst[1], dns_query(TARGET_NAME, 7))
+        a.send(TGT_IP, 53, dns_query(TARGET_NAME, 8))
+        ip, port, msg = a.recv()   # the first datagram back is the allowed one
+        check((ip, port) == (TGT_IP, 53) and dns_a_answer(msg, 8) == TGT_IP, f'reply from {ip}:{port}')
+        a.udp.settimeout(1)
+        try:
+            extra = a.recv()
+            raise TestFailure(f'a refused destination answered: {extra[:2]}')
+        except socket.timeout:
+            pass
+    finally:
+        a.close()
+    s = socket.create_connection(('127.0.0.1', SOCKS_PORT), timeout=10)
+    socks_greet(s)
+    s.sendall(b'\x05\x01\x00\x01' + socket.inet_aton(TGT_IP) + struct.pack('!H', ECHO_PORT))
+    check(recv_exact(s, 2) == b'\x05\x02', 'TCP to a port outside --permit-open was not refused with REP 2')
+    s.close()
+
+
 def check_processes_and_logs():
     for p in (W.serve, W.connect):
         check(p.poll() is None, f'{p.name} died:\n{log_of(p)[-2000:]}')
@@ -473,7 +514,7 @@ def check_processes_and_logs():
 
 TESTS = [test_curl_through_transparent_redirect, test_dns_over_tcp_through_redirect, test_udp_associate_dns,
          test_udp_bulk_echo_byte_exact, test_udp_association_ends_with_control, test_half_close_through_socks,
-         test_200_concurrent_socks_sessions]
+         test_200_concurrent_socks_sessions, test_udp_policy_and_session_loss]
 
 
 def main():

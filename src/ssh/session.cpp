@@ -85,6 +85,7 @@ void SessionCore::start() {
   tasks_.spawn(reader());
   tasks_.spawn(flusher());
   tasks_.spawn(ticker());
+  tasks_.spawn(catcher());
 }
 
 void SessionCore::kick() {
@@ -100,6 +101,7 @@ void SessionCore::die(std::string why) {
   progress_.set();
   flushed_.set();
   kick_.set();
+  catch_up_.set();
   dead_.set();
 }
 
@@ -175,6 +177,19 @@ rt::Task<void> SessionCore::flusher() {
       pulse(progress_);
     }
     pulse(flushed_);
+  }
+}
+
+rt::Task<void> SessionCore::catcher() {
+  while (alive_) {
+    bool woke = co_await catch_up_.wait();
+    if (!woke || !alive_) co_return;
+    catch_up_.reset();
+    // One pass for however many channel calls set the event since the last turn.
+    process_graveyard();
+    if (on_packets) on_packets();
+    pulse(progress_);
+    kick();
   }
 }
 
@@ -288,7 +303,10 @@ rt::Task<ssize_t> Channel::read(std::span<std::byte> buf) {
     rx_.reset();
     size_t want = std::min<size_t>(buf.size(), 1u << 20);
     int n = ssh_channel_read_nonblocking(ch_, buf.data(), uint32_t(want), 0);
-    if (core_) core_->kick();  // the read may have queued a WINDOW_ADJUST
+    if (core_) {
+      core_->kick();  // the read may have queued a WINDOW_ADJUST
+      core_->catch_up();  // and it polled the socket: other packets may wait for handling
+    }
     if (n > 0) co_return n;
     if (n == SSH_EOF) co_return 0;
     if (n == SSH_ERROR) co_return -ECONNRESET;
@@ -297,6 +315,20 @@ rt::Task<ssize_t> Channel::read(std::span<std::byte> buf) {
       if (ssh_channel_poll(ch_, 0) <= 0) co_return 0;
       continue;
     }
+    bool woke = co_await rx_.wait();
+    if (!woke) co_return -ECANCELED;
+  }
+}
+
+rt::Task<int> Channel::wait_readable() {
+  for (;;) {
+    if (!ch_ || !core_) co_return 0;  // read() reports it
+    rx_.reset();
+    // Data, EOF or an error: read() has something to say.
+    if (remote_closed_ || ssh_channel_is_eof(ch_)) co_return 0;
+    int avail = ssh_channel_poll(ch_, 0);
+    if (core_) core_->catch_up();  // the poll may have parsed other channels' packets
+    if (avail != 0) co_return 0;
     bool woke = co_await rx_.wait();
     if (!woke) co_return -ECANCELED;
   }

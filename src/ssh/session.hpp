@@ -49,6 +49,13 @@ class SessionCore {
   // that queues output must be followed by kick().
   void start();
   void kick();
+  // After a channel call that may have run libssh's packet loop itself (channel reads and
+  // polls do, outside reader()): what it parsed - a channel open, a global request, a
+  // confirmation - is handled on the next turn instead of when the peer next sends a byte
+  // (a peer waiting for our reply may never send one).
+  void catch_up() {
+    if (alive_ && started_) catch_up_.set();
+  }
   // Pulsed after every batch of packets libssh handled (and once a second), so waiters for
   // a window, a channel open or a global reply re-check their condition.
   rt::Event &progress() { return progress_; }
@@ -75,6 +82,7 @@ class SessionCore {
   rt::Task<void> reader();
   rt::Task<void> flusher();
   rt::Task<void> ticker();
+  rt::Task<void> catcher();
   void die(std::string why);
   void process_graveyard();
   void pulse(rt::Event &e) {
@@ -89,7 +97,7 @@ class SessionCore {
   rt::UniqueFd watch_;    // our dup of libssh's fd: polled, never read
   rt::UniqueFd bridge_;   // our end of the socketpair (non-native transports)
   rt::Scope tasks_;
-  rt::Event progress_, flushed_, kick_, dead_;
+  rt::Event progress_, flushed_, kick_, dead_, catch_up_;
   bool alive_ = true, started_ = false;
   std::string death_reason_;
   int transport_errno_ = 0;  // why the bridged transport stream failed, if it did
@@ -110,6 +118,7 @@ class Channel final : public stream::Stream {
   rt::Task<ssize_t> read(std::span<std::byte> buf) override;
   rt::Task<ssize_t> write(std::span<const std::byte> buf) override;
   rt::Task<int> shutdown_write() override;
+  rt::Task<int> wait_readable() override;
   void close() override;
   ssh_channel raw() const { return ch_; }
   // Session died: forget the ssh_channel (libssh frees it with the session).

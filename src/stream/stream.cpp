@@ -1,9 +1,12 @@
 #include "stream/stream.hpp"
 
+#include <poll.h>
 #include <sys/socket.h>
 
 #include <cerrno>
 #include <memory>
+#include <utility>
+#include <vector>
 
 #include "runtime/reactor.hpp"
 #include "runtime/scope.hpp"
@@ -26,6 +29,11 @@ rt::Task<ssize_t> FdStream::write(std::span<const std::byte> buf) {
   co_return ssize_t(done);
 }
 
+rt::Task<int> FdStream::wait_readable() {
+  const int r = co_await rt::poll(fd_.get(), POLLIN);  // POLLHUP/POLLERR also end the wait
+  co_return r < 0 ? r : 0;
+}
+
 rt::Task<int> FdStream::shutdown_write() {
   if (::shutdown(fd_.get(), SHUT_WR) != 0) co_return -errno;
   co_return 0;
@@ -33,15 +41,77 @@ rt::Task<int> FdStream::shutdown_write() {
 
 namespace {
 
+// Relay buffers, recycled on the reactor thread. Bulk directions take one back right away
+// (LIFO, so it is still in cache); at most kKeep stay parked, the rest go back to malloc.
+class BufferPool {
+ public:
+  class Lease {
+   public:
+    Lease() = default;
+    Lease(BufferPool *pool, std::unique_ptr<std::byte[]> buf, size_t size)
+        : pool_(pool), buf_(std::move(buf)), size_(size) {}
+    Lease(Lease &&) = default;
+    Lease &operator=(Lease &&o) {
+      give_back();
+      pool_ = o.pool_;
+      buf_ = std::move(o.buf_);
+      size_ = o.size_;
+      return *this;
+    }
+    ~Lease() { give_back(); }
+    explicit operator bool() const { return buf_ != nullptr; }
+    std::span<std::byte> span() const { return {buf_.get(), size_}; }
+
+   private:
+    void give_back() {
+      if (buf_) pool_->put(std::move(buf_), size_);
+    }
+    BufferPool *pool_ = nullptr;
+    std::unique_ptr<std::byte[]> buf_;
+    size_t size_ = 0;
+  };
+
+  Lease take(size_t size) {
+    for (size_t i = free_.size(); i-- > 0;) {
+      if (free_[i].second != size) continue;
+      auto buf = std::move(free_[i].first);
+      free_.erase(free_.begin() + std::ptrdiff_t(i));
+      return Lease(this, std::move(buf), size);
+    }
+    // Not zeroed: a fresh buffer costs only the pages a read actually touches.
+    return Lease(this, std::make_unique_for_overwrite<std::byte[]>(size), size);
+  }
+
+ private:
+  static constexpr size_t kKeep = 32;
+  void put(std::unique_ptr<std::byte[]> buf, size_t size) {
+    if (free_.size() < kKeep) free_.emplace_back(std::move(buf), size);
+  }
+  std::vector<std::pair<std::unique_ptr<std::byte[]>, size_t>> free_;
+};
+
+BufferPool &pool() {
+  thread_local BufferPool p;  // one reactor per thread; a Lease never crosses threads
+  return p;
+}
+
 // One direction. Every 16 full buffers it yields, so a relay that always has data cannot
 // starve the other connections on the reactor.
 rt::Task<void> copy(Stream &from, Stream &to, size_t buf_size, uint64_t &count, int &error, rt::Scope &both) {
-  // Not zeroed: an idle tunnel then costs only the pages a recv has actually touched.
-  auto buf = std::make_unique_for_overwrite<std::byte[]>(buf_size);
+  BufferPool::Lease buf;
   unsigned budget = 16;
   ssize_t failure = 0;
   for (;;) {
-    ssize_t n = co_await from.read(std::span(buf.get(), buf_size));
+    if (!buf) {
+      // Drained: wait for more without holding a buffer, so an idle tunnel costs none.
+      const int r = co_await from.wait_readable();
+      if (r < 0) {
+        failure = r;
+        break;
+      }
+      buf = pool().take(buf_size);
+    }
+    ssize_t n = co_await from.read(buf.span());
     if (n == 0) {
       int r = co_await to.shutdown_write();
       if (r < 0 && r != -ENOTCONN && error == 0) error = -r;
@@ -51,12 +121,14 @@ rt::Task<void> copy(Stream &from, Stream &to, size_t buf_size, uint64_t &count, 
       failure = n;
       break;
     }
-    ssize_t w = co_await to.write(std::span<const std::byte>(buf.get(), size_t(n)));
+    ssize_t w = co_await to.write(buf.span().first(size_t(n)));
     if (w < 0) {
       failure = w;
       break;
     }
     count += uint64_t(n);
+    // A short read means the source had no more for now: park the buffer while we wait.
+    if (size_t(n) < buf_size) buf = {};
     if (--budget == 0) {
       budget = 16;
       co_await rt::yield();

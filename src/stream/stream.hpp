@@ -22,6 +22,10 @@ class Stream {
   virtual rt::Task<ssize_t> write(std::span<const std::byte> buf) = 0;
   // Half-close: the peer reads end of stream; reading from it goes on.
   virtual rt::Task<int> shutdown_write() = 0;
+  // Waits until read() has something to report (data, end of stream or an error) without
+  // taking a buffer: 0, or -errno. The relay waits here so that an idle tunnel holds no
+  // buffer. The default returns at once (read() then does the waiting).
+  virtual rt::Task<int> wait_readable() { co_return 0; }
   // Releases the underlying resource; pending reads/writes must have been cancelled first.
   virtual void close() = 0;
   // The socket beneath, for layers that need one (libssh); -1 when there is none.
@@ -35,6 +39,7 @@ class FdStream final : public Stream {
   rt::Task<ssize_t> read(std::span<std::byte> buf) override;
   rt::Task<ssize_t> write(std::span<const std::byte> buf) override;
   rt::Task<int> shutdown_write() override;
+  rt::Task<int> wait_readable() override;
   void close() override { fd_.reset(); }
   int native_fd() const override { return fd_.get(); }
   rt::UniqueFd release() { return std::move(fd_); }
@@ -50,8 +55,9 @@ struct PumpStats {
 
 // Copies a->b and b->a until both directions reached end of stream, or one failed.
 // EOF on one side becomes shutdown_write() on the other while the other direction goes on
-// (exact half-close). Each direction holds one buffer of buf_size bytes, so memory is
-// bounded no matter how slow either reader is. An error in one direction stops both.
+// (exact half-close). A direction holds one buffer of buf_size bytes while it has data to move
+// (so memory is bounded no matter how slow either reader is) and none while its source is
+// drained: buffers come from a small per-thread pool. An error in one direction stops both.
 // Does not close the streams.
 rt::Task<PumpStats> pump(Stream &a, Stream &b, size_t buf_size = 64 * 1024);
 

@@ -78,7 +78,9 @@ class Relay {
       }
       auto it = names_.find(dst.host);
       if (it != names_.end() && it->second.expires > rt::Clock::now()) {
-        if (it->second.ep) co_await send(with_port(*it->second.ep, dst.port), f.value.payload);
+        if (!it->second.ep) continue;
+        auto to = with_port(*it->second.ep, dst.port);
+        co_await send(to, f.value.payload);
         continue;
       }
       wait_for_name(dst.host, dst.port, f.value.payload);
@@ -121,7 +123,10 @@ class Relay {
       waiting_bytes_ -= w.payload.size();
     }
     if (!pick) co_return;
-    for (auto &w : parked) co_await send(with_port(*pick, w.port), w.payload);
+    for (auto &w : parked) {
+      auto to = with_port(*pick, w.port);
+      co_await send(to, w.payload);
+    }
   }
 
   static net::Endpoint with_port(const net::Endpoint &ep, uint16_t port) {
@@ -132,7 +137,8 @@ class Relay {
   rt::Task<void> send(const net::Endpoint &to, std::span<const uint8_t> payload) {
     if (peers_.size() >= kMaxPeers) peers_.clear();
     peers_.insert(to.ip());
-    co_await net::send_to(udp_, std::as_bytes(payload), net::map_for_family(to, family_));
+    auto mapped = net::map_for_family(to, family_);
+    co_await net::send_to(udp_, std::as_bytes(payload), mapped);
   }
 
   rt::Task<void> to_channel() {

@@ -102,7 +102,9 @@ rt::Task<void> serve_udp_associate(stream::FdStream &control, const Address &req
     co_await reply(control, Rep::GeneralFailure);
     co_return;
   }
-  auto tunnel = co_await open(Address{AddrType::Domain, kUdpDestination, 0});
+  // A named variable: gcc 12 destroys a temporary with a destructor inside co_await twice.
+  const Address udp_dst{AddrType::Domain, kUdpDestination, 0};
+  auto tunnel = co_await open(udp_dst);
   if (!tunnel) {
     co_await reply(control, rep_for_error(tunnel.error().code));
     co_return;

@@ -71,7 +71,10 @@ class BufferPool {
     size_t size_ = 0;
   };
 
+  size_t in_use() const { return in_use_; }
+
   Lease take(size_t size) {
+    ++in_use_;
     for (size_t i = free_.size(); i-- > 0;) {
       if (free_[i].second != size) continue;
       auto buf = std::move(free_[i].first);
@@ -85,9 +88,11 @@ class BufferPool {
  private:
   static constexpr size_t kKeep = 32;
   void put(std::unique_ptr<std::byte[]> buf, size_t size) {
+    --in_use_;
     if (free_.size() < kKeep) free_.emplace_back(std::move(buf), size);
   }
   std::vector<std::pair<std::unique_ptr<std::byte[]>, size_t>> free_;
+  size_t in_use_ = 0;
 };
 
 BufferPool &pool() {
@@ -152,6 +157,8 @@ struct Shielded {
 };
 
 }  // namespace
+
+size_t relay_buffers_in_use() { return pool().in_use(); }
 
 rt::Task<PumpStats> pump(Stream &a, Stream &b, size_t buf_size) {
   PumpStats st;

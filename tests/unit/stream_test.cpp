@@ -382,6 +382,42 @@ TEST_CASE("pump: a tiny buffer (7 bytes) still relays exactly") {
   check_both_ways(o, 100 * 1000);
 }
 
+TEST_CASE("pump: 200 idle relays hold no buffers; data takes one, and it is given back") {
+  rt::Reactor r;
+  rt::run_blocking([]() -> rt::Task<void> {
+    std::vector<std::unique_ptr<Relay>> rels;
+    std::vector<stream::PumpStats> stats(200);
+    auto done = std::make_unique<bool[]>(200);
+    rt::Scope pumps;
+    for (int i = 0; i < 200; ++i) {
+      rels.push_back(std::make_unique<Relay>(unix_pair(), unix_pair()));
+      pumps.spawn(run_pump(rels.back()->a, rels.back()->b, stats[size_t(i)], 64 * 1024, done[size_t(i)]));
+    }
+    const int s1 = co_await rt::sleep_for(20ms);
+    (void)s1;
+    CHECK(stream::relay_buffers_in_use() == 0);
+    // One relay moves a message: the buffer comes back as soon as the source is drained.
+    REQUIRE(::send(rels[7]->x.get(), "ping", 4, 0) == 4);
+    char got[8] = {};
+    for (int i = 0; i < 100 && ::recv(rels[7]->y.get(), got, sizeof got, MSG_DONTWAIT) <= 0; ++i) {
+      const int s2 = co_await rt::sleep_for(5ms);
+      (void)s2;
+    }
+    CHECK(std::string(got, 4) == "ping");
+    const int s3 = co_await rt::sleep_for(5ms);
+    (void)s3;
+    CHECK(stream::relay_buffers_in_use() == 0);
+    for (auto &rel : rels) {
+      ::shutdown(rel->x.get(), SHUT_WR);
+      ::shutdown(rel->y.get(), SHUT_WR);
+    }
+    const bool j = co_await pumps.join();
+    (void)j;
+    CHECK(stream::relay_buffers_in_use() == 0);
+    for (auto &st : stats) CHECK(st.error == 0);
+  }());
+}
+
 TEST_CASE("pump: both sides at EOF at once ends with zero counts and no error") {
   rt::Reactor r;
   Relay rel(unix_pair(), unix_pair());

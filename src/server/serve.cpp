@@ -98,7 +98,7 @@ class Server {
   rt::Task<rt::Result<std::unique_ptr<stream::Stream>>> open_stream(Accepted &a);
   rt::Task<void> serve(Accepted a);
   void on_open(Conn &c, ssh::ChannelOpen op);
-  rt::Task<void> dial_and_pump(Conn &c, ssh::ChannelOpen op, bool allowed);
+  rt::Task<void> dial_and_pump(ssh::ChannelOpen op, bool allowed);
   void on_forward(Conn &c, ssh::ForwardRequest req);
   rt::Task<void> forward_accept_loop(Conn &c, RemoteForward &fwd);
   rt::Task<void> forward_pump(Conn &c, rt::UniqueFd fd, std::string bound_addr, uint16_t bound_port);
@@ -272,20 +272,17 @@ void Server::on_open(Conn &c, ssh::ChannelOpen op) {
   auto v = check_destination(op.destination(), op.port(), c.grant, opts_.permit_open);
   if (v == DestVerdict::Reserved) {
     if (op.destination() == socks5::kUdpDestination) {
-      c.tasks.spawn(serve_udp_association(std::move(op), c.ss->core(), {&c.grant, &opts_.permit_open, opts_.proxy.has_value()}));
+      c.tasks.spawn(serve_udp_association(std::move(op), {&c.grant, &opts_.permit_open, opts_.proxy.has_value()}));
       return;
     }
     // Any other alknet-* name is reserved but not served: "administratively prohibited".
     op.refuse();
     return;
   }
-  c.tasks.spawn(dial_and_pump(c, std::move(op), v == DestVerdict::Allowed));
+  c.tasks.spawn(dial_and_pump(std::move(op), v == DestVerdict::Allowed));
 }
 
-rt::Task<void> Server::dial_and_pump(Conn &c, ssh::ChannelOpen op, bool allowed) {
-  // alknet clients ask, by this originator, to be told the dial's outcome as a SOCKS REP code
-  // (libssh 0.10 could only say "administratively prohibited" for every failure).
-  const bool status_mode = op.originator() == ssh::kStatusOriginator;
+rt::Task<void> Server::dial_and_pump(ssh::ChannelOpen op, bool allowed) {
   int rep = 2;
   rt::UniqueFd target;
   if (allowed) {
@@ -303,17 +300,10 @@ rt::Task<void> Server::dial_and_pump(Conn &c, ssh::ChannelOpen op, bool allowed)
       rep = dial_error_to_rep(r.error().code);
     }
   }
-  if (rep != 0 && !status_mode) {
-    op.refuse();
-    co_return;
-  }
-  auto ch = op.accept();
+  // alknet clients are told the dial's outcome as a SOCKS REP code (libssh 0.10 could only say
+  // "administratively prohibited" for every failure); others get confirmation or refusal.
+  auto ch = op.answer(rep);
   if (!ch) co_return;
-  if (status_mode) {
-    ssh_channel_request_send_exit_status(ch->raw(), rep);
-    c.ss->core().kick();
-    if (rep != 0) co_return;  // the channel closes with ch
-  }
   stream::FdStream to(std::move(target));
   co_await stream::pump(*ch, to);
   to.close();

@@ -13,7 +13,6 @@
 #include "runtime/reactor.hpp"
 #include "runtime/scope.hpp"
 #include "socks5/udp.hpp"
-#include "ssh/client.hpp"
 
 namespace alk::server {
 
@@ -189,8 +188,7 @@ class Relay {
 
 }  // namespace
 
-rt::Task<void> serve_udp_association(ssh::ChannelOpen op, ssh::SessionCore &core, UdpRelayConfig cfg) {
-  const bool status_mode = op.originator() == ssh::kStatusOriginator;
+rt::Task<void> serve_udp_association(ssh::ChannelOpen op, UdpRelayConfig cfg) {
   int rep = 0;
   rt::UniqueFd sock;
   if (cfg.refuse || !cfg.grant->port_forwarding) {
@@ -200,17 +198,8 @@ rt::Task<void> serve_udp_association(ssh::ChannelOpen op, ssh::SessionCore &core
     if (s) sock = std::move(s).value();
     else rep = 1;
   }
-  if (rep != 0 && !status_mode) {
-    op.refuse();
-    co_return;
-  }
-  auto ch = op.accept();
+  auto ch = op.answer(rep);
   if (!ch) co_return;
-  if (status_mode) {
-    ssh_channel_request_send_exit_status(ch->raw(), rep);
-    core.kick();
-    if (rep != 0) co_return;  // the channel closes with ch
-  }
   {
     Relay relay(sock.get(), *ch, cfg);
     co_await relay.run();

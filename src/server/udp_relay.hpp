@@ -26,8 +26,7 @@ struct UdpRelayConfig {
   rt::Duration idle_timeout = kUdpIdleTimeout;
 };
 
-// Answers the open (with alknet's open status when the client asked for it: 0, or 2 when
-// refused) and relays until the channel closes, the session ends or the association idles.
+// Answers the open (ChannelOpen::answer: 0, or 2 when UDP is not allowed) and relays until the channel closes, the session ends or the association idles.
 //
 // Each datagram's destination passes the same check as a TCP destination (check_destination:
 // link-local refused, --permit-open and the key's permitopen=). Names are resolved here,
@@ -35,6 +34,6 @@ struct UdpRelayConfig {
 // is refused. Replies are accepted only from IP addresses this association has sent to.
 // Nothing queues without bound: datagrams waiting for a name are capped, the rest wait in
 // the kernel's socket buffers, which drop when full, as UDP does.
-rt::Task<void> serve_udp_association(ssh::ChannelOpen op, ssh::SessionCore &core, UdpRelayConfig cfg);
+rt::Task<void> serve_udp_association(ssh::ChannelOpen op, UdpRelayConfig cfg);
 
 }  // namespace alk::server

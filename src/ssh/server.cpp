@@ -106,6 +106,20 @@ std::unique_ptr<Channel> ChannelOpen::accept() {
   return std::make_unique<Channel>(*core_, ch);
 }
 
+std::unique_ptr<Channel> ChannelOpen::answer(int rep) {
+  const bool status_mode = orig_ == kStatusOriginator;
+  if (rep != 0 && !status_mode) {
+    refuse();
+    return nullptr;
+  }
+  auto ch = accept();
+  if (!ch || !status_mode) return ch;
+  ssh_channel_request_send_exit_status(ch->raw(), rep);
+  core_->kick();
+  if (rep != 0) return nullptr;  // the channel closes as ch goes
+  return ch;
+}
+
 void ChannelOpen::refuse() {
   if (msg_ && core_->alive()) {
     msg_.refuse();

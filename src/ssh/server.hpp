@@ -101,6 +101,11 @@ class ChannelOpen {
   std::unique_ptr<Channel> accept();
   // OPEN_FAILURE "administratively prohibited" (all libssh 0.10 can send).
   void refuse();
+  // Answers with the outcome of the dial (or internal service) behind the open, as a SOCKS5
+  // REP code: for the alknet-status originator, confirms and sends the status (the channel
+  // then closes again when rep != 0); for others, confirms on 0 and refuses anything else.
+  // The channel only when rep == 0 and the session still lives.
+  std::unique_ptr<Channel> answer(int rep);
 
  private:
   SessionCore *core_;

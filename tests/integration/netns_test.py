@@ -268,7 +268,7 @@ def build():
         f.write(f'nameserver {TGT_IP}\noptions timeout:2 attempts:2\n')
 
     host_key = keygen(os.path.join(WORK, 'host_ed25519'))
-    user_key = keygen(os.path.join(WORK, 'id_ed25519'))
+    W.user_key = user_key = keygen(os.path.join(WORK, 'id_ed25519'))
     auth = os.path.join(WORK, 'authorized_keys')
     shutil.copy(user_key + '.pub', auth)
     W.serve_args = [ALKNET, 'serve', '--key', host_key, '--authorized-keys', auth, '--listen', f'{SRV_IP}:{SRV_PORT}']
@@ -504,6 +504,48 @@ def test_udp_policy_and_session_loss():
     s.close()
 
 
+def test_socks5_auth_file():
+    """--socks5-auth-file: refused when others may read it; with it, RFC 1929 is required and a
+    UDP association works after authenticating."""
+    path = os.path.join(WORK, 'socks5-auth')
+    with open(path, 'w') as f:
+        f.write('tunnel:pa55:word\n')
+    os.chmod(path, 0o644)
+    args = [ALKNET, 'connect', '--server', f'{SRV_IP}:{SRV_PORT}', '--identity', W.user_key, '--known-hosts',
+            os.path.join(WORK, 'known_hosts'), '--socks5', '127.0.0.1:1081', '--socks5-auth-file', path]
+    r = run(args, timeout=10)
+    check(r.returncode != 0 and b'accessible by other users' in r.stderr, f'0644 file accepted: {r.stderr!r}')
+    os.chmod(path, 0o600)
+    c = spawn('connect-auth', args)
+    try:
+        wait_log(c, 'connected transport=', 15)
+
+        def login(user, pw):
+            s = socket.create_connection(('127.0.0.1', 1081), timeout=10)
+            s.sendall(b'\x05\x01\x02')
+            check(recv_exact(s, 2) == b'\x05\x02', 'username/password not required')
+            s.sendall(b'\x01' + bytes([len(user)]) + user + bytes([len(pw)]) + pw)
+            return s, recv_exact(s, 2)
+
+        s, st = login(b'tunnel', b'wrong')
+        check(st[1] != 0, 'wrong password accepted')
+        s.close()
+        s, st = login(b'tunnel', b'pa55:word')
+        check(st == b'\x01\x00', f'right password refused: {st!r}')
+        s.sendall(b'\x05\x03\x00\x01\x00\x00\x00\x00\x00\x00')
+        relay = socks_reply(s)
+        u = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        u.settimeout(10)
+        u.bind(('127.0.0.1', 0))
+        u.sendto(udp_header(TGT_IP, UDP_ECHO_PORT) + b'authed', relay)
+        check(u.recvfrom(100)[0][10:] == b'authed', 'no echo after authentication')
+        u.close()
+        s.close()
+    finally:
+        c.send_signal(signal.SIGTERM)
+        c.wait(timeout=10)
+
+
 def check_processes_and_logs():
     for p in (W.serve, W.connect):
         check(p.poll() is None, f'{p.name} died:\n{log_of(p)[-2000:]}')
@@ -514,7 +556,7 @@ def check_processes_and_logs():
 
 TESTS = [test_curl_through_transparent_redirect, test_dns_over_tcp_through_redirect, test_udp_associate_dns,
          test_udp_bulk_echo_byte_exact, test_udp_association_ends_with_control, test_half_close_through_socks,
-         test_200_concurrent_socks_sessions, test_udp_policy_and_session_loss]
+         test_200_concurrent_socks_sessions, test_socks5_auth_file, test_udp_policy_and_session_loss]
 
 
 def main():

@@ -21,24 +21,6 @@ rt::Task<void> tls_alpn_one(std::shared_ptr<transport::TlsServerContext> ctx, rt
   if (r) r.value()->close();  // this listener has nothing else to offer
 }
 
-// Accept loop shared by the challenge listeners: bounded concurrency, back-off on EMFILE.
-template <class Handle>
-rt::Task<void> accept_loop(net::Acceptor &acceptor, Handle handle) {
-  rt::Scope conns;
-  for (;;) {
-    auto r = co_await acceptor.accept();
-    if (!r) {
-      if (r.error().code == ECANCELED || r.error().code == EBADF) break;
-      int s = co_await rt::sleep_for(100ms);
-      if (s == -ECANCELED) break;
-      continue;
-    }
-    if (conns.size() >= kMaxChallengeConns) continue;  // the fd closes here
-    conns.spawn(handle(std::move(r.value())));
-  }
-  co_await conns.close();
-}
-
 rt::Task<void> keep_certificate(Manager &m) { co_await m.run(false); }
 
 }  // namespace
@@ -72,15 +54,16 @@ rt::Result<std::unique_ptr<ServerAcme>> ServerAcme::open(ManagerConfig cfg, tran
     if (!c) return std::nullopt;
     return std::make_pair(std::move(c->chain), std::move(c->key));
   });
-  transport::TlsServerContext *tls = s->tls_.get();
-  mgr.on_certificate([tls, quic](const CertPem &cert) {
-    auto r = tls->use_certificate(cert.chain, cert.key);
+  ServerAcme *self = s.get();
+  mgr.on_certificate([self, quic](const CertPem &cert) {
+    auto r = self->tls_->use_certificate(cert.chain, cert.key);
     if (!r)
       std::fprintf(stderr, "acme: cannot use the new certificate: %s\n", r.error().what.c_str());
-    else if (quic)
-      std::fprintf(stderr, "acme: the quic listener keeps its certificate until restart\n");
-    else
+    else if (!quic)
       std::fprintf(stderr, "acme: new handshakes use the new certificate\n");
+    else if (self->running_)
+      // The QUIC listener loads its certificate once (transport/quic has no swap yet).
+      std::fprintf(stderr, "acme: the renewed certificate is cached; the quic listener uses it after a restart\n");
   });
 
   if (quic && !http01_port) {
@@ -100,8 +83,8 @@ rt::Result<std::unique_ptr<ServerAcme>> ServerAcme::open(ManagerConfig cfg, tran
 }
 
 void ServerAcme::spawn_listeners(rt::Scope &scope) {
-  if (tls_alpn_) scope.spawn(serve_tls_alpn());
-  if (http01_) scope.spawn(serve_http01());
+  if (tls_alpn_) scope.spawn(accept_loop(*tls_alpn_, false));
+  if (http01_) scope.spawn(accept_loop(*http01_, true));
 }
 
 rt::Task<void> ServerAcme::ensure_certificate() {
@@ -112,6 +95,7 @@ rt::Task<void> ServerAcme::ensure_certificate() {
 }
 
 rt::Task<void> ServerAcme::run_alongside(rt::Task<void> main) {
+  running_ = true;
   rt::Scope side;
   side.spawn(keep_certificate(*mgr_));
   spawn_listeners(side);
@@ -121,13 +105,26 @@ rt::Task<void> ServerAcme::run_alongside(rt::Task<void> main) {
   if (http01_) co_await http01_->stop();
 }
 
-rt::Task<void> ServerAcme::serve_tls_alpn() {
-  auto ctx = tls_;
-  co_await accept_loop(*tls_alpn_, [ctx](rt::UniqueFd fd) { return tls_alpn_one(ctx, std::move(fd)); });
-}
-
-rt::Task<void> ServerAcme::serve_http01() {
-  co_await accept_loop(*http01_, [this](rt::UniqueFd fd) { return answer_http01(std::move(fd)); });
+// One accept loop for both challenge listeners (bounded concurrency, back-off on EMFILE).
+// No lambda or functor here: GCC 12 double-destroys temporaries captured into a coroutine's
+// arguments, so the handler is picked by a flag.
+rt::Task<void> ServerAcme::accept_loop(net::Acceptor &acceptor, bool http01) {
+  rt::Scope conns;
+  for (;;) {
+    auto r = co_await acceptor.accept();
+    if (!r) {
+      if (r.error().code == ECANCELED || r.error().code == EBADF) break;
+      int s = co_await rt::sleep_for(100ms);
+      if (s == -ECANCELED) break;
+      continue;
+    }
+    if (conns.size() >= kMaxChallengeConns) continue;  // the fd closes here
+    if (http01)
+      conns.spawn(answer_http01(std::move(r.value())));
+    else
+      conns.spawn(tls_alpn_one(tls_, std::move(r.value())));
+  }
+  co_await conns.close();
 }
 
 rt::Task<void> ServerAcme::answer_http01(rt::UniqueFd fd) {

@@ -37,8 +37,7 @@ class ServerAcme {
 
  private:
   ServerAcme() = default;
-  rt::Task<void> serve_tls_alpn();
-  rt::Task<void> serve_http01();
+  rt::Task<void> accept_loop(net::Acceptor &acceptor, bool http01);
   rt::Task<void> answer_http01(rt::UniqueFd fd);
   void spawn_listeners(rt::Scope &scope);
 
@@ -46,6 +45,7 @@ class ServerAcme {
   std::shared_ptr<transport::TlsServerContext> tls_;
   std::unique_ptr<net::Acceptor> tls_alpn_;  // quic only
   std::unique_ptr<net::Acceptor> http01_;
+  bool running_ = false;  // run_alongside started: the server's own listener is up
 };
 
 }  // namespace alk::acme

@@ -143,8 +143,8 @@ rt::Result<std::unique_ptr<Manager>> Manager::open(ManagerConfig cfg) {
                " valid until " + utc(info->not_after));
       m->current_ = std::move(cached);
     } else {
-      log_line("the cached certificate " + m->cert_path() + " is expired or not for " + join(m->cfg_.domains) +
-               ": requesting a new one");
+      log_line("the cached certificate " + m->cert_path() + " is expired, not for " + join(m->cfg_.domains) +
+               " or does not match its key: requesting a new one");
     }
   }
   ClientConfig cc;

@@ -119,3 +119,24 @@ TEST_CASE("parse_response refuses malformed status lines, headers and oversized 
   std::string big_body = "HTTP/1.1 200 OK\r\n\r\n" + std::string(kMaxBodyBytes + 1, 'b');
   CHECK(parse_response(big_body, false).state == ParseState::Bad);
 }
+
+TEST_CASE("parse_http01_request: the validator's GET, token charset, bounds") {
+  const std::string req =
+      "GET /.well-known/acme-challenge/evaGxfADs6pSRb2LAv9IZf17Dt3juxGJ-PCt92wr-oA HTTP/1.1\r\nHost: a.example\r\n"
+      "User-Agent: validator\r\n\r\n";
+  for (size_t cut = 0; cut < req.size(); ++cut) CHECK(parse_http01_request(req.substr(0, cut)).state == ParseState::NeedMore);
+  auto r = parse_http01_request(req);
+  REQUIRE(r.state == ParseState::Done);
+  CHECK(r.token == "evaGxfADs6pSRb2LAv9IZf17Dt3juxGJ-PCt92wr-oA");
+  CHECK(parse_http01_request("GET /.well-known/acme-challenge/abc HTTP/1.0\r\n\r\n").token == "abc");
+  for (const char *bad : {"POST /.well-known/acme-challenge/abc HTTP/1.1\r\n\r\n",
+                          "GET /.well-known/acme-challenge/ HTTP/1.1\r\n\r\n",
+                          "GET /.well-known/acme-challenge/a/b HTTP/1.1\r\n\r\n",
+                          "GET /.well-known/acme-challenge/a%2e HTTP/1.1\r\n\r\n",
+                          "GET /index.html HTTP/1.1\r\n\r\n", "GET /.well-known/acme-challenge/abc HTTP/2\r\n\r\n",
+                          "GET /.well-known/acme-challenge/abc\r\n\r\n", "\r\n\r\n"})
+    CHECK(parse_http01_request(bad).state == ParseState::Bad);
+  CHECK(parse_http01_request(std::string(kMaxHttp01Head + 1, 'G')).state == ParseState::Bad);
+  CHECK(parse_http01_request("GET /.well-known/acme-challenge/" + std::string(300, 'a') + " HTTP/1.1\r\n\r\n").state ==
+        ParseState::Bad);
+}

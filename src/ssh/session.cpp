@@ -125,6 +125,7 @@ void SessionCore::retire(ssh_channel ch) {
   else
     ssh_channel_free(ch);
   kick();
+  catch_up();  // closing flushes with a poll(0) pass, which also reads
 }
 
 rt::Task<void> SessionCore::reader() {
@@ -175,6 +176,7 @@ rt::Task<void> SessionCore::flusher() {
       }
       process_graveyard();
       pulse(progress_);
+      catch_up();  // dopoll also read what had arrived
     }
     pulse(flushed_);
   }
@@ -358,6 +360,7 @@ rt::Task<ssize_t> Channel::write(std::span<const std::byte> buf) {
     done += size_t(n);
     if (!core_) co_return -ECONNRESET;
     core_->kick();
+    core_->catch_up();  // libssh's write flushes with a poll(0) pass, which also reads
     if (n == 0) {
       bool woke = co_await core_->progress().wait();
       if (!woke) co_return -ECANCELED;
@@ -372,6 +375,7 @@ rt::Task<int> Channel::shutdown_write() {
     eof_sent_ = true;
     ssh_channel_send_eof(ch_);
     core_->kick();
+    core_->catch_up();
   }
   co_return 0;
 }

@@ -1,6 +1,8 @@
 #include "ssh/session.hpp"
 
 #include <fcntl.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
 #include <poll.h>
 #include <sys/socket.h>
 
@@ -39,6 +41,14 @@ rt::Result<void> SessionCore::init(ssh_session s) {
   if (native >= 0) {
     libssh_fd_ = fcntl(native, F_DUPFD_CLOEXEC, 0);
     if (libssh_fd_ < 0) return rt::errno_error(errno, "dup");
+    // Every channel shares this one socket, so whatever waits unsent in its send buffer delays
+    // every other channel's next packet: a bulk transfer could park megabytes (autotuned
+    // buffers) ahead of a small request's reply. Keep at most kNotSentLowat unsent in the kernel;
+    // the rest stays in the source socket. (libssh only writes after POLLOUT, which this delays,
+    // so it never sees EAGAIN.) A/B on the loaded 2-core box, 4 rounds each, iperf3 -R via -L:
+    // 1.59 vs 1.36 Gbit/s median with/without; request latency during bulk was noise-bound.
+    constexpr int kNotSentLowat = 128 * 1024;
+    (void)setsockopt(libssh_fd_, IPPROTO_TCP, TCP_NOTSENT_LOWAT, &kNotSentLowat, sizeof kNotSentLowat);
   } else {
     int sv[2];
     if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0, sv) != 0)

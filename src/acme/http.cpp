@@ -130,6 +130,15 @@ std::optional<Url> parse_url(std::string_view s) {
     if (host.find(':') != std::string_view::npos) return std::nullopt;
   }
   if (host.empty()) return std::nullopt;
+  // A DNS name or IPv4 literal, or (bracketed) an IPv6 literal: nothing that would need
+  // escaping in a Host header or could be read back differently.
+  const bool bracketed = authority.starts_with("[");
+  for (char c : host) {
+    bool ok = bracketed ? (std::isxdigit(static_cast<unsigned char>(c)) || c == ':' || c == '.')
+                        : (std::isalnum(static_cast<unsigned char>(c)) || c == '-' || c == '.' || c == '_');
+    if (!ok) return std::nullopt;
+  }
+  if (bracketed && host.find(':') == std::string_view::npos) return std::nullopt;
   if (!port.empty() || authority.ends_with(":")) {
     uint64_t p = 0;
     if (!parse_decimal(port, 65535, &p) || p == 0) return std::nullopt;

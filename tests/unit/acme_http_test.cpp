@@ -33,7 +33,8 @@ TEST_CASE("parse_url: scheme, host, port, target") {
 TEST_CASE("parse_url refuses other schemes, userinfo, fragments, bad ports, spaces") {
   for (const char *bad : {"ftp://h/", "https://", "https://:443/", "https://u@h/", "https://h/#f", "https://h:0/",
                           "https://h:65536/", "https://h:x/", "https://h:/", "https://h /", "https://[::1/",
-                          "https://a:b:c/", "HTTPS://h/", "https://h\r\n/"})
+                          "https://a:b:c/", "HTTPS://h/", "https://h\r\n/", "https://[[x]]:14/", "https://[abc]/",
+                          "https://h\x8c/", "https://a%2e/"})
     CHECK_FALSE(parse_url(bad));
 }
 

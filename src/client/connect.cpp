@@ -240,15 +240,10 @@ class App {
 
   // Hands every accepted connection to serve() as a tunnel task, within kMaxTunnels.
   rt::Task<void> accept_loop(net::Acceptor &acc, std::function<rt::Task<void>(rt::UniqueFd)> serve) {
-    for (;;) {
-      auto fd = co_await acc.accept();
-      if (!fd) {
-        if (fd.error().code == ECANCELED || fd.error().code == EBADF) co_return;
-        continue;
-      }
-      if (tunnels_.size() >= kMaxTunnels) continue;  // dropping the fd closes it
-      tunnels_.spawn(serve(std::move(fd).value()));
-    }
+    co_await net::accept_each(acc, [this, &serve](rt::UniqueFd fd) {
+      if (tunnels_.size() >= kMaxTunnels) return;  // dropping the fd closes it
+      tunnels_.spawn(serve(std::move(fd)));
+    });
   }
 
   rt::Task<void> accept_socks(net::Acceptor &acc) {

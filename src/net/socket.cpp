@@ -134,9 +134,9 @@ void Acceptor::complete(int32_t res, uint32_t flags) {
     disarmed_.set();
   }
   if (!queue_.empty() || last_error_) ready_.set();
-  if (!armed_ && !stopping_ && queue_.size() < max_queued_ && res != -ECANCELED && res != -EBADF &&
-      res != -EINVAL)
-    arm();
+  // After an error (EMFILE and friends) re-arming at once would fail again at once: a busy
+  // loop in the ring. accept() re-arms when the caller comes back after its backoff.
+  if (!armed_ && !stopping_ && queue_.size() < max_queued_ && res >= 0) arm();
 }
 
 rt::Task<rt::Result<rt::UniqueFd>> Acceptor::accept() {
@@ -149,6 +149,7 @@ rt::Task<rt::Result<rt::UniqueFd>> Acceptor::accept() {
       co_return fd;
     }
     if (stopping_) co_return rt::Error{EBADF, "listener stopped"};
+    if (!armed_ && !last_error_) arm();
     if (last_error_) {
       int e = std::exchange(last_error_, 0);
       ready_.reset();
@@ -157,6 +158,21 @@ rt::Task<rt::Result<rt::UniqueFd>> Acceptor::accept() {
     }
     bool woke = co_await ready_.wait();
     if (!woke) co_return rt::Error{ECANCELED, "cancelled"};
+  }
+}
+
+rt::Task<void> accept_each(Acceptor &acc, std::function<void(rt::UniqueFd)> on_conn) {
+  for (;;) {
+    auto r = co_await acc.accept();
+    if (r) {
+      on_conn(std::move(r).value());
+      continue;
+    }
+    if (r.error().code == ECANCELED || r.error().code == EBADF) co_return;
+    // EMFILE and friends: the listener is fine, the process is out of something. Back off
+    // instead of spinning; connections wait in the backlog meanwhile.
+    const int s = co_await rt::sleep_for(kAcceptBackoff);
+    if (s == -ECANCELED) co_return;
   }
 }
 

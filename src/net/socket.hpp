@@ -6,6 +6,7 @@
 
 #include <cstdint>
 #include <deque>
+#include <functional>
 #include <optional>
 #include <string>
 
@@ -74,5 +75,11 @@ class Acceptor : rt::Completion {
   rt::Event ready_;
   rt::Event disarmed_;
 };
+
+// Accepts until the acceptor stops or the task is cancelled, handing each connection to
+// on_conn. Transient failures (EMFILE, ENFILE, ENOBUFS, ENOMEM) pause accepting for
+// kAcceptBackoff rather than spin.
+inline constexpr rt::Duration kAcceptBackoff = std::chrono::milliseconds(100);
+rt::Task<void> accept_each(Acceptor &acc, std::function<void(rt::UniqueFd)> on_conn);
 
 }  // namespace alk::net

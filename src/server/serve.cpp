@@ -141,20 +141,12 @@ rt::Task<void> Server::run(Listener &listener, rt::SignalWatch &signals) {
 }
 
 rt::Task<void> Server::accept_tcp(net::Acceptor &acceptor) {
-  for (;;) {
-    auto r = co_await acceptor.accept();
-    if (!r) {
-      if (r.error().code == ECANCELED || r.error().code == EBADF) co_return;
-      // EMFILE and friends: back off instead of spinning; the listener itself is fine.
-      int s = co_await rt::sleep_for(100ms);
-      if (s == -ECANCELED) co_return;
-      continue;
-    }
+  co_await net::accept_each(acceptor, [this](rt::UniqueFd fd) {
     Accepted a;
-    a.ip = client_ip(net::Endpoint::of_socket_peer(r.value().get()));
-    a.tcp = std::move(r.value());
+    a.ip = client_ip(net::Endpoint::of_socket_peer(fd.get()));
+    a.tcp = std::move(fd);
     sessions_.spawn(serve(std::move(a)));
-  }
+  });
 }
 
 rt::Task<void> Server::accept_quic(quic::QuicListener &listener) {

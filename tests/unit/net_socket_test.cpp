@@ -2,6 +2,7 @@
 // lifecycle (accept, cancel, stop, bounded queue), all on real loopback sockets.
 #include <arpa/inet.h>
 #include <netinet/tcp.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -394,4 +395,49 @@ TEST_CASE("Acceptor bounds its queue: connections beyond max_queued are shed, no
     rt::run_blocking(acc.stop());
   }
   CHECK(test::open_fd_count() == before);
+}
+
+TEST_CASE("accept_each: out of fds (EMFILE) it backs off instead of spinning, then accepts what waited") {
+  rt::Reactor r;
+  net::Acceptor acc(listener());
+  const uint16_t port = acc.local().port();
+  std::vector<rt::UniqueFd> clients;
+  for (int i = 0; i < 5; ++i) clients.push_back(blocking_connect(port));  // wait in the backlog
+  rlimit old{};
+  REQUIRE(getrlimit(RLIMIT_NOFILE, &old) == 0);
+  // No fd left for accept: every accept fails with EMFILE until the limit is restored.
+  rlimit tight = old;
+  const int lowest_free = ::dup(0);  // new fds take the lowest free number: cap the limit there
+  REQUIRE(lowest_free >= 0);
+  ::close(lowest_free);
+  tight.rlim_cur = rlim_t(lowest_free);
+  REQUIRE(setrlimit(RLIMIT_NOFILE, &tight) == 0);
+  auto cpu = [] {
+    rusage u{};
+    getrusage(RUSAGE_SELF, &u);
+    return double(u.ru_utime.tv_sec + u.ru_stime.tv_sec) + double(u.ru_utime.tv_usec + u.ru_stime.tv_usec) / 1e6;
+  };
+  std::vector<rt::UniqueFd> got;
+  double cpu_starved = 0;
+  rt::run_blocking([](net::Acceptor &a, std::vector<rt::UniqueFd> &got, const rlimit &old, auto cpu,
+                      double &cpu_starved) -> rt::Task<void> {
+    rt::Scope loop;
+    loop.spawn(net::accept_each(a, [&got](rt::UniqueFd fd) { got.push_back(std::move(fd)); }));
+    const double c0 = cpu();
+    const int s1 = co_await rt::sleep_for(500ms);
+    (void)s1;
+    cpu_starved = cpu() - c0;
+    CHECK(got.empty());
+    REQUIRE(setrlimit(RLIMIT_NOFILE, &old) == 0);
+    for (int i = 0; i < 100 && got.size() < 5; ++i) {
+      const int s2 = co_await rt::sleep_for(10ms);
+      (void)s2;
+    }
+    co_await a.stop();
+    co_await loop.close();
+  }(acc, got, old, cpu, cpu_starved));
+  setrlimit(RLIMIT_NOFILE, &old);
+  CHECK(got.size() == 5);
+  // A spinning loop burns the whole 0.5 s; backing off every 100 ms costs a few milliseconds.
+  CHECK(cpu_starved < 0.1);
 }

@@ -2,6 +2,7 @@
 
 #include <cerrno>
 #include <cstdio>
+#include <cstring>
 #include <functional>
 #include <memory>
 #include <vector>
@@ -103,6 +104,10 @@ class App {
       locals.emplace_back(*l, &f);
     }
 
+    if (!o_.quiet)
+      log("alknet connect " ALKNET_VERSION " server=" + o_.server.host + ":" + std::to_string(o_.server.port) +
+          " transport=" + o_.transport + " socks5=" + listeners_.front()->local().to_string() +
+          " forwards=" + std::to_string(o_.forwards.size()) + " remote_forwards=" + std::to_string(o_.remote_forwards.size()));
     rt::Scope main;
     bool stop = false;
     main.spawn(supervise());
@@ -115,7 +120,7 @@ class App {
     reactor.run_until([&] { return stop; });
 
     // Shutdown: stop accepting, say goodbye to the server, let tunnels drain briefly.
-    log("shutting down");
+    if (!o_.quiet) log("shutting down");
     stopping_ = true;
     rt::run_blocking([](App &self, rt::Scope &m) -> rt::Task<void> {
       for (auto &l : self.listeners_) co_await l->stop();
@@ -183,8 +188,9 @@ class App {
       } else {
         client_ = std::move(c).value();
         client_->on_forwarded = [this](std::unique_ptr<ssh::Channel> ch, int port) { on_forwarded(std::move(ch), port); };
-        log("connected transport=" + o_.transport + " server=" + server + " host_key=" +
-            client_->host_key_fingerprint() + " socks5=" + o_.socks5.host + ":" + std::to_string(o_.socks5.port));
+        if (!o_.quiet)
+          log("connected transport=" + o_.transport + " server=" + server + " host_key=" +
+              client_->host_key_fingerprint() + " socks5=" + o_.socks5.host + ":" + std::to_string(o_.socks5.port));
         backoff = 1s;
         co_await register_remote_forwards();
         co_await client_->core().dead_event().wait();
@@ -226,7 +232,11 @@ class App {
     // While disconnected, fail at once: a prompt SOCKS failure beats a hang.
     if (!client_ || !client_->core().alive()) co_return rt::Error{ENETUNREACH, "not connected"};
     auto ch = co_await client_->open_direct_tcpip(host, port, "127.0.0.1", 0, kOpenTimeout);
-    if (!ch) co_return ch.error();
+    if (!ch) {
+      // The reason only: destinations are never logged.
+      if (o_.verbose) log("tunnel open failed reason=\"" + std::string(std::strerror(ch.error().code)) + "\"");
+      co_return ch.error();
+    }
     co_return std::unique_ptr<stream::Stream>(std::move(ch).value());
   }
 

@@ -442,7 +442,7 @@ int run_serve(const cli::ServeOptions &opts) {
     listener.tcp = std::make_unique<net::Acceptor>(std::move(lfd.value()));
   }
   if (!opts.quiet)
-    std::fprintf(stderr, "alknet serve listening on %s transport=%s%s host_key=%s\n",
+    std::fprintf(stderr, "alknet serve listening on %s transport=%s%s host_key=%s version=" ALKNET_VERSION "\n",
                  listener.local().to_string().c_str(), opts.transport.c_str(), opts.stealth ? " stealth" : "",
                  host_key.value()->fingerprint().c_str());
   {

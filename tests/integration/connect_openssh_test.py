@@ -689,6 +689,32 @@ def expect_cli_error(args, what):
     check(dt < 2, f'{what}: took {dt:.2f}s')
 
 
+def test_banner_quiet_and_verbose():
+    """Default: a startup banner with the version, then the connected line. --quiet: neither.
+    --verbose: failed tunnels are reported with their reason, never their destination."""
+    q = v = None
+    try:
+        check(re.search(r'^alknet connect \S+ server=127\.0\.0\.1:\d+ transport=tcp socks5=127\.0\.0\.1:\d+ '
+                        r'forwards=\d+ remote_forwards=\d+$', E.main.log(), re.M),
+              'no startup banner: ' + E.main.log()[:300])
+        q = Alknet('quiet', E.sshd, E.user_key, extra=['--quiet'], known_hosts=E.main.known_hosts, wait=False)
+        check(wait_until(lambda: socks_works(q.socks, timeout=5), 15), 'quiet client does not carry traffic')
+        rep, s, dt = socks5_request(q.socks, host=LOOP, port=closed_port())
+        check(rep == 5, f'quiet: refused target REP {rep}')
+        check(q.log().strip() == '', 'quiet client printed: ' + q.log()[:300])
+        v = Alknet('verbose', E.sshd, E.user_key, extra=['-v'], known_hosts=E.main.known_hosts)
+        port = closed_port()
+        rep, s, dt = socks5_request(v.socks, host=LOOP, port=port)
+        check(rep == 5, f'verbose: refused target REP {rep}')
+        check(wait_until(lambda: 'tunnel open failed reason=' in v.log(), 5), 'verbose: no tunnel failure line')
+        line = [x for x in v.log().splitlines() if 'tunnel open failed' in x][0]
+        check(str(port) not in line and LOOP not in line, 'verbose line names the destination: ' + line)
+    finally:
+        for x in (q, v):
+            if x:
+                x.stop()
+
+
 def test_cli_errors():
     kh = os.path.join(WORK, 'kh-cli')
     base = ['connect', '--server', f'{LOOP}:{E.sshd.port}', '--user', 'root', '--known-hosts', kh]
@@ -740,6 +766,7 @@ TESTS = [
     test_reconnect_reregisters_remote_forward,
     test_garbage_does_not_disturb_and_fds_return,
     test_sigterm_idle_and_active,
+    test_banner_quiet_and_verbose,
     test_cli_errors,
     test_logs_never_name_destinations,  # last: it reads every log the others wrote
 ]

@@ -81,9 +81,9 @@ def setup():
                           '-defaultIPv6', ''])
     # The port pebble validates tls-alpn-01 on is the one alknet serve listens on.
     E.port = free_port()
-    E.acme_port, E.mgmt_port = free_port(), free_port()
+    E.acme_port, E.mgmt_port, E.http01_port = free_port(), free_port(), free_port()
     cfg = {'pebble': {'listenAddress': f'{LOOP}:{E.acme_port}', 'managementListenAddress': f'{LOOP}:{E.mgmt_port}',
-                      'certificate': srv_pem, 'privateKey': srv_key, 'httpPort': free_port(), 'tlsPort': E.port,
+                      'certificate': srv_pem, 'privateKey': srv_key, 'httpPort': E.http01_port, 'tlsPort': E.port,
                       'ocspResponderURL': '', 'externalAccountBindingRequired': False,
                       'certificateValidityPeriod': VALIDITY}}
     cfg_path = os.path.join(WORK, 'pebble.json')
@@ -114,10 +114,11 @@ def setup():
     E.http = HttpServer(root)
 
 
-def serve(name, transport='tls', cache=None, wait='listening on'):
+def serve(name, transport='tls', cache=None, wait='listening on', extra=()):
     s = Proc(name, [ALKNET, 'serve', '--key', E.host_key, '--authorized-keys', E.auth_keys, '--transport', transport,
                     '--listen', f'{LOOP}:{E.port}', '--acme-domain', DOMAIN, '--acme-directory', E.directory,
-                    '--acme-ca', E.https_ca, '--acme-cache', cache or E.cache, '--acme-email', 'ops@alknet.test'])
+                    '--acme-ca', E.https_ca, '--acme-cache', cache or E.cache, '--acme-email', 'ops@alknet.test',
+                    *extra])
     s.wait_log(wait, 30)
     return s
 
@@ -226,6 +227,32 @@ def test_quic_issues_with_tcp_challenge_listener():
         ssh_session_works('quic')
     finally:
         q.stop()
+
+
+def test_stealth_and_http01():
+    # --stealth: the validator's acme-tls/1 connection gets the challenge, not the 404.
+    s = serve('serve-stealth', cache=os.path.join(WORK, 'cache-stealth'), extra=('--stealth',))
+    try:
+        s.wait_log('acme: certificate issued', 30)
+        _, issuer, ok = served_cert()
+        check(ok and 'Pebble Intermediate' in issuer, 'stealth server does not serve the issued chain')
+    finally:
+        s.stop()
+    # http-01: pebble fetches the token from --acme-http-port instead.
+    validations = E.pebble.log().count('set VALID by completed challenge')
+    h = serve('serve-http01', cache=os.path.join(WORK, 'cache-http01'), extra=('--acme-http-port', str(E.http01_port)))
+    try:
+        h.wait_log('acme: certificate issued', 30)
+        check(E.pebble.log().count('set VALID by completed challenge') == validations + 1, 'no http-01 validation')
+        _, issuer, ok = served_cert()
+        check(ok and 'Pebble Intermediate' in issuer, 'http-01 server does not serve the issued chain')
+        # Anything but a pending token is a 404 on the http-01 port.
+        r = subprocess.run(['curl', '-s', '-o', '/dev/null', '-w', '%{http_code}',
+                            f'http://{LOOP}:{E.http01_port}/.well-known/acme-challenge/nope'],
+                           capture_output=True, timeout=10)
+        check(r.stdout == b'404', f'http-01 port answered {r.stdout!r} for an unknown token')
+    finally:
+        h.stop()
     E.server = serve('serve-3', wait='acme: using the cached certificate')
 
 
@@ -253,7 +280,8 @@ def main():
         setup()
         for t in (test_issue_through_tls_alpn_01, test_challenge_alpn_never_reaches_ssh, test_restart_uses_cache,
                   test_ssh_session_through_acme_certificate, test_renewal_while_running,
-                  test_quic_issues_with_tcp_challenge_listener, test_pebble_down_keeps_serving):
+                  test_quic_issues_with_tcp_challenge_listener, test_stealth_and_http01,
+                  test_pebble_down_keeps_serving):
             run_test(t, t.__name__, failed)
             if failed and t in (test_issue_through_tls_alpn_01,):
                 break

@@ -55,15 +55,13 @@ rt::Result<std::unique_ptr<ServerAcme>> ServerAcme::open(ManagerConfig cfg, tran
     return std::make_pair(std::move(c->chain), std::move(c->key));
   });
   ServerAcme *self = s.get();
-  mgr.on_certificate([self, quic](const CertPem &cert) {
+  mgr.on_certificate([self](const CertPem &cert) {
     auto r = self->tls_->use_certificate(cert.chain, cert.key);
+    if (r && self->extra_sink_) r = self->extra_sink_(cert.chain, cert.key);
     if (!r)
       std::fprintf(stderr, "acme: cannot use the new certificate: %s\n", r.error().what.c_str());
-    else if (!quic)
+    else
       std::fprintf(stderr, "acme: new handshakes use the new certificate\n");
-    else if (self->running_)
-      // The QUIC listener loads its certificate once (transport/quic has no swap yet).
-      std::fprintf(stderr, "acme: the renewed certificate is cached; the quic listener uses it after a restart\n");
   });
 
   if (quic && !http01_port) {

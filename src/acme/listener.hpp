@@ -4,6 +4,7 @@
 // cannot carry it; --acme-http-port: http-01), and the renewal loop running beside the server.
 #pragma once
 
+#include <functional>
 #include <memory>
 
 #include "acme/manager.hpp"
@@ -30,6 +31,9 @@ class ServerAcme {
   // The cached files of the current certificate (valid after ensure_certificate).
   std::string cert_file() const { return mgr_->cert_path(); }
   std::string key_file() const { return mgr_->key_path(); }
+  // Another listener that must get each new certificate (quic's): called after the TLS swap.
+  using CertificateSink = std::function<rt::Result<void>(std::string_view chain_pem, std::string_view key_pem)>;
+  void also_install(CertificateSink sink) { extra_sink_ = std::move(sink); }
   // Runs main with renewal and the challenge listeners beside it; they stop when main returns.
   rt::Task<void> run_alongside(rt::Task<void> main);
 
@@ -46,6 +50,7 @@ class ServerAcme {
   std::unique_ptr<net::Acceptor> tls_alpn_;  // quic only
   std::unique_ptr<net::Acceptor> http01_;
   bool running_ = false;  // run_alongside started: the server's own listener is up
+  CertificateSink extra_sink_;
 };
 
 }  // namespace alk::acme

@@ -436,6 +436,10 @@ int run_serve(const cli::ServeOptions &opts) {
     auto l = quic::QuicListener::create(qc, *ep);
     if (!l) return fail("cannot listen on " + ep->to_string() + " (udp): " + l.error().what);
     listener.quic = std::move(l).value();
+    if (acme)
+      acme->also_install([q = listener.quic.get()](std::string_view chain, std::string_view key) {
+        return q->use_certificate(chain, key);
+      });
   } else {
     auto lfd = net::listen_tcp(*ep);
     if (!lfd) return fail(lfd.error().what);  // already "cannot listen on ADDR: reason"

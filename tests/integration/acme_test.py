@@ -225,6 +225,12 @@ def test_quic_issues_with_tcp_challenge_listener():
         check('acme: certificate issued' in q.log(), 'quic server started without an issued certificate')
         check(orders() == before + 1, 'quic server did not place exactly one order')
         ssh_session_works('quic')
+        # Renewal while running: the QUIC listener takes the new certificate for new handshakes.
+        swapped = q.log().count('acme: new handshakes use the new certificate')
+        q.wait_log('acme: renewing the certificate', VALIDITY)
+        q.wait_log('acme: new handshakes use the new certificate', 30, count=swapped + 1)
+        check('cannot use the new certificate' not in q.log(), 'quic listener refused the renewed certificate')
+        ssh_session_works('quic')
     finally:
         q.stop()
 

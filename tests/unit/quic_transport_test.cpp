@@ -818,3 +818,53 @@ TEST_CASE("stateless replies are rate-limited", "[quic][transport]") {
   }());
   f.finish();
 }
+
+TEST_CASE("use_certificate: new handshakes get the new certificate, live connections go on", "[quic][transport]") {
+  Fixture f;
+  Certs renewed;  // another self-signed localhost certificate
+  auto slurp = [](const std::string &path) {
+    std::string out;
+    if (FILE *fp = std::fopen(path.c_str(), "rb")) {
+      char buf[4096];
+      size_t n;
+      while ((n = std::fread(buf, 1, sizeof buf, fp)) > 0) out.append(buf, n);
+      std::fclose(fp);
+    }
+    return out;
+  };
+  const std::string chain = slurp(renewed.cert), key = slurp(renewed.key);
+  rt::run_blocking([](const std::string &chain, const std::string &key, const std::string &renewed_ca) -> rt::Task<void> {
+    auto lr = QuicListener::create(server_cfg(), loopback());
+    REQUIRE(lr);
+    auto &l = *lr.value();
+    rt::Scope server;
+    int accepted = 0;
+    server.spawn(echo_server(l, 3, accepted));
+    QuicClientConfig trusts_new = client_cfg();
+    trusts_new.ca_file = renewed_ca;
+    auto before = co_await connect_to(l, trusts_new);
+    CHECK_FALSE(before);  // still the old certificate
+    auto old_conn = co_await connect_to(l, client_cfg());
+    REQUIRE(old_conn);
+
+    CHECK_FALSE(l.use_certificate(chain, "not a key"));
+    REQUIRE(l.use_certificate(chain, key));
+    auto after = co_await connect_to(l, trusts_new);
+    CHECK(after);
+    auto stale = co_await connect_to(l, client_cfg());
+    CHECK_FALSE(stale);  // the old certificate is gone for new handshakes
+
+    // The connection made before the swap still carries data.
+    ReadResult back;
+    ssize_t wrote = 0;
+    co_await client_echo_roundtrip(*old_conn.value(), 256 * 1024, 9, back, wrote);
+    CHECK(back.bytes == 256 * 1024);
+    CHECK(back.intact);
+    old_conn.value()->close();
+    if (after) after.value()->close();
+    co_await l.stop();
+    const bool j = co_await server.join();
+    (void)j;
+  }(chain, key, renewed.cert));
+  f.finish();
+}

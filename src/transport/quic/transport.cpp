@@ -26,6 +26,7 @@
 #include "runtime/event.hpp"
 #include "runtime/scope.hpp"
 #include "transport/quic/crypto.hpp"
+#include "transport/tls/tls.hpp"
 
 #ifndef UDP_SEGMENT
 #define UDP_SEGMENT 103
@@ -1353,6 +1354,15 @@ rt::Task<rt::Result<std::unique_ptr<stream::Stream>>> quic_connect(const QuicCli
     co_return R(rt::Error{rt::kErrProtocol, "QUIC server allows no bidirectional stream"});
   }
   co_return R(std::unique_ptr<stream::Stream>(std::make_unique<QuicStream>(std::move(conn))));
+}
+
+rt::Result<void> QuicListener::use_certificate(std::string_view chain_pem, std::string_view key_pem) {
+  bssl::UniquePtr<SSL_CTX> ctx(SSL_CTX_new(TLS_method()));
+  if (!ctx || !configure_server_context(ctx.get())) return rt::Error{rt::kErrProtocol, "TLS context setup failed"};
+  std::string why;
+  if (!transport::use_pem_certificate(ctx.get(), chain_pem, key_pem, &why)) return rt::Error{EINVAL, "quic: new " + why};
+  core_->ctx_ = std::move(ctx);  // each connection's SSL holds its own reference to the old one
+  return {};
 }
 
 rt::Result<std::unique_ptr<QuicListener>> QuicListener::create(const QuicServerConfig &cfg,

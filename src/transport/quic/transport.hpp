@@ -69,6 +69,8 @@ class QuicListener {
   // address. -ECANCELED when the waiting task is cancelled, EBADF after stop().
   rt::Task<rt::Result<std::pair<std::unique_ptr<stream::Stream>, net::Endpoint>>> accept();
   net::Endpoint local() const { return local_; }
+  // New handshakes use this PEM chain and key (ACME renewal); live connections keep theirs.
+  rt::Result<void> use_certificate(std::string_view chain_pem, std::string_view key_pem);
   // Closes every connection (their peers get CONNECTION_CLOSE, local streams read
   // -ECONNABORTED), stops the loops and closes the socket.
   rt::Task<void> stop();

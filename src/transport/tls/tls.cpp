@@ -427,32 +427,6 @@ bool offers_alpn(const SSL_CLIENT_HELLO *hello, std::string_view want) {
   return false;
 }
 
-// Loads a PEM chain (leaf first) and key held in memory into ctx.
-bool use_pem(SSL_CTX *ctx, std::string_view chain, std::string_view key, std::string *why) {
-  bssl::UniquePtr<BIO> cb(BIO_new_mem_buf(chain.data(), int(chain.size())));
-  bssl::UniquePtr<X509> leaf(cb ? PEM_read_bio_X509(cb.get(), nullptr, nullptr, nullptr) : nullptr);
-  if (!leaf || SSL_CTX_use_certificate(ctx, leaf.get()) != 1) {
-    *why = "certificate: " + ssl_error_text("unusable");
-    return false;
-  }
-  SSL_CTX_clear_chain_certs(ctx);
-  for (;;) {
-    bssl::UniquePtr<X509> extra(PEM_read_bio_X509(cb.get(), nullptr, nullptr, nullptr));
-    if (!extra) break;
-    if (SSL_CTX_add1_chain_cert(ctx, extra.get()) != 1) {
-      *why = "certificate chain: " + ssl_error_text("unusable");
-      return false;
-    }
-  }
-  ERR_clear_error();  // the end of the chain reads as "no start line"
-  bssl::UniquePtr<BIO> kb(BIO_new_mem_buf(key.data(), int(key.size())));
-  bssl::UniquePtr<EVP_PKEY> pkey(kb ? PEM_read_bio_PrivateKey(kb.get(), nullptr, nullptr, nullptr) : nullptr);
-  if (!pkey || SSL_CTX_use_PrivateKey(ctx, pkey.get()) != 1 || SSL_CTX_check_private_key(ctx) != 1) {
-    *why = "key: " + ssl_error_text("does not match the certificate");
-    return false;
-  }
-  return true;
-}
 
 // Early ClientHello hook: an ACME validator (ALPN acme-tls/1) asking for a name with a
 // pending challenge gets the challenge certificate instead of the server's.
@@ -560,11 +534,37 @@ rt::Result<detail::SslCtxPtr> new_server_ctx(const TlsServerConfig &cfg) {
 }
 }  // namespace
 
+bool use_pem_certificate(ssl_ctx_st *ctx, std::string_view chain, std::string_view key, std::string *why) {
+  bssl::UniquePtr<BIO> cb(BIO_new_mem_buf(chain.data(), int(chain.size())));
+  bssl::UniquePtr<X509> leaf(cb ? PEM_read_bio_X509(cb.get(), nullptr, nullptr, nullptr) : nullptr);
+  if (!leaf || SSL_CTX_use_certificate(ctx, leaf.get()) != 1) {
+    *why = "certificate: " + ssl_error_text("unusable");
+    return false;
+  }
+  SSL_CTX_clear_chain_certs(ctx);
+  for (;;) {
+    bssl::UniquePtr<X509> extra(PEM_read_bio_X509(cb.get(), nullptr, nullptr, nullptr));
+    if (!extra) break;
+    if (SSL_CTX_add1_chain_cert(ctx, extra.get()) != 1) {
+      *why = "certificate chain: " + ssl_error_text("unusable");
+      return false;
+    }
+  }
+  ERR_clear_error();  // the end of the chain reads as "no start line"
+  bssl::UniquePtr<BIO> kb(BIO_new_mem_buf(key.data(), int(key.size())));
+  bssl::UniquePtr<EVP_PKEY> pkey(kb ? PEM_read_bio_PrivateKey(kb.get(), nullptr, nullptr, nullptr) : nullptr);
+  if (!pkey || SSL_CTX_use_PrivateKey(ctx, pkey.get()) != 1 || SSL_CTX_check_private_key(ctx) != 1) {
+    *why = "key: " + ssl_error_text("does not match the certificate");
+    return false;
+  }
+  return true;
+}
+
 rt::Result<void> TlsServerContext::use_certificate(std::string_view chain_pem, std::string_view key_pem) {
   auto ctx = new_server_ctx(cfg_);
   if (!ctx) return ctx.error();
   std::string why;
-  if (!use_pem(ctx->get(), chain_pem, key_pem, &why)) return rt::Error{EINVAL, "tls: new " + why};
+  if (!use_pem_certificate(ctx->get(), chain_pem, key_pem, &why)) return rt::Error{EINVAL, "tls: new " + why};
   attach(std::move(ctx.value()));
   return {};
 }
@@ -576,7 +576,7 @@ rt::Result<std::shared_ptr<TlsServerContext>> TlsServerContext::create(const Tls
     auto ctx = new_server_ctx(cfg);
     if (!ctx) return ctx.error();
     std::string why;
-    if (!use_pem(ctx->get(), cfg.cert_pem, cfg.key_pem, &why)) return rt::Error{EINVAL, "tls: " + why};
+    if (!use_pem_certificate(ctx->get(), cfg.cert_pem, cfg.key_pem, &why)) return rt::Error{EINVAL, "tls: " + why};
     return std::make_shared<TlsServerContext>(Private{}, cfg, std::move(ctx.value()));
   }
   if (auto e = unreadable("certificate", cfg.cert_file)) return *e;

@@ -92,6 +92,10 @@ class TlsServerContext {
   AcmeChallenges acme_;
 };
 
+// Loads a PEM chain (leaf first) and its key, held in memory, into ctx (tls and quic both use
+// it). False with *why set ("certificate: ...", "key: does not match the certificate").
+bool use_pem_certificate(ssl_ctx_st *ctx, std::string_view chain_pem, std::string_view key_pem, std::string *why);
+
 // Client handshake over a connected TCP socket: verifies the chain and the host name (or IP)
 // unless insecure, and insists on the ALPN the config asks for. Bounded by handshake_timeout.
 rt::Task<rt::Result<std::unique_ptr<stream::Stream>>> tls_connect(std::shared_ptr<TlsClientContext> ctx,

@@ -95,6 +95,13 @@ class Proc(AlknetLog):
     def rss(self):
         return rss_kib(self.pid)
 
+    def sanitized(self):
+        try:
+            with open(f'/proc/{self.pid}/maps') as f:
+                return 'libasan' in f.read()
+        except OSError:
+            return False
+
     def kill(self):
         self.proc.kill()
         self.proc.wait(timeout=5)
@@ -434,7 +441,11 @@ def test_peer_that_stops_reading_keeps_memory_flat():
                f'RSS client {rss0[0]}->{rss1[0]}->{rss2[0]} KiB, server {rss0[1]}->{rss1[1]}->{rss2[1]} KiB')
         # 8 tunnels: socket buffers plus SSH windows; far below what 3 s of loopback would buffer.
         check(sent2 - sent1 < 8 << 20, f'target kept writing {(sent2 - sent1) >> 20} MiB into a stalled path')
-        for a, b in zip(rss0, rss2):
+        for p, a, b in zip(main_procs(), rss0, rss2):
+            if p.sanitized():
+                figure(f'stopped reader: alknet[{p.name}] runs under ASan, whose quarantine of freed memory '
+                       f'inflates RSS: RSS bound not checked')
+                continue
             check(b - a < 64 << 10, f'RSS grew {b - a} KiB while the reader was stalled')
         # The tunnels still work when the reader drains.
         s = socks[0]

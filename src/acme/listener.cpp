@@ -103,25 +103,17 @@ rt::Task<void> ServerAcme::run_alongside(rt::Task<void> main) {
   if (http01_) co_await http01_->stop();
 }
 
-// One accept loop for both challenge listeners (bounded concurrency, back-off on EMFILE).
-// No lambda or functor here: GCC 12 double-destroys temporaries captured into a coroutine's
-// arguments, so the handler is picked by a flag.
+// Both challenge listeners: bounded concurrency; net::accept_each backs off on EMFILE.
 rt::Task<void> ServerAcme::accept_loop(net::Acceptor &acceptor, bool http01) {
   rt::Scope conns;
-  for (;;) {
-    auto r = co_await acceptor.accept();
-    if (!r) {
-      if (r.error().code == ECANCELED || r.error().code == EBADF) break;
-      int s = co_await rt::sleep_for(100ms);
-      if (s == -ECANCELED) break;
-      continue;
-    }
-    if (conns.size() >= kMaxChallengeConns) continue;  // the fd closes here
+  const net::OnConnection on_conn = [this, &conns, http01](rt::UniqueFd fd) {
+    if (conns.size() >= kMaxChallengeConns) return;  // the fd closes here
     if (http01)
-      conns.spawn(answer_http01(std::move(r.value())));
+      conns.spawn(answer_http01(std::move(fd)));
     else
-      conns.spawn(tls_alpn_one(tls_, std::move(r.value())));
-  }
+      conns.spawn(tls_alpn_one(tls_, std::move(fd)));
+  };
+  co_await net::accept_each(acceptor, on_conn);
   co_await conns.close();
 }
 

@@ -248,12 +248,15 @@ class App {
     co_return co_await open_tunnel(dst.host, dst.port);
   }
 
-  // Hands every accepted connection to serve() as a tunnel task, within kMaxTunnels.
-  rt::Task<void> accept_loop(net::Acceptor &acc, std::function<rt::Task<void>(rt::UniqueFd)> serve) {
-    co_await net::accept_each(acc, [this, &serve](rt::UniqueFd fd) {
+  // Hands every accepted connection to serve() as a tunnel task, within kMaxTunnels. serve is
+  // a reference to a named local of the caller (gcc 12: no temporaries inside a co_await).
+  using Serve = std::function<rt::Task<void>(rt::UniqueFd)>;
+  rt::Task<void> accept_loop(net::Acceptor &acc, const Serve &serve) {
+    const net::OnConnection on_conn = [this, &serve](rt::UniqueFd fd) {
       if (tunnels_.size() >= kMaxTunnels) return;  // dropping the fd closes it
       tunnels_.spawn(serve(std::move(fd)));
-    });
+    };
+    co_await net::accept_each(acc, on_conn);
   }
 
   rt::Task<void> accept_socks(net::Acceptor &acc) {
@@ -261,21 +264,21 @@ class App {
     socks_connect_ = [this](const socks5::Address &dst) { return open_tunnel(dst.host, dst.port); };
     socks_cfg_.udp_tunnel = [this](const socks5::Address &dst) { return open_udp_tunnel(dst); };
     // Config and connector are members: tunnels still draining after the listener stopped use them.
-    co_await accept_loop(acc, [this](rt::UniqueFd f) {
-      return socks5::serve_client(std::move(f), socks_cfg_, socks_connect_);
-    });
+    const Serve serve = [this](rt::UniqueFd f) { return socks5::serve_client(std::move(f), socks_cfg_, socks_connect_); };
+    co_await accept_loop(acc, serve);
   }
 
   rt::Task<void> accept_local(net::Acceptor &acc, const net::ForwardSpec &spec) {
-    co_await accept_loop(acc, [this, &spec](rt::UniqueFd f) {
-      return [](App &self, rt::UniqueFd fd, const net::ForwardSpec &s) -> rt::Task<void> {
-        stream::FdStream local(std::move(fd));
-        auto t = co_await self.open_tunnel(s.target_host, s.target_port);
-        if (!t) co_return;
-        co_await stream::pump(local, **t);
-        (*t)->close();
-      }(*this, std::move(f), spec);
-    });
+    const Serve serve = [this, &spec](rt::UniqueFd f) { return forward_one(std::move(f), spec); };
+    co_await accept_loop(acc, serve);
+  }
+
+  rt::Task<void> forward_one(rt::UniqueFd fd, const net::ForwardSpec &s) {
+    stream::FdStream local(std::move(fd));
+    auto t = co_await open_tunnel(s.target_host, s.target_port);
+    if (!t) co_return;
+    co_await stream::pump(local, **t);
+    (*t)->close();
   }
 
   const cli::ConnectOptions &o_;

@@ -161,7 +161,7 @@ rt::Task<rt::Result<rt::UniqueFd>> Acceptor::accept() {
   }
 }
 
-rt::Task<void> accept_each(Acceptor &acc, std::function<void(rt::UniqueFd)> on_conn) {
+rt::Task<void> accept_each(Acceptor &acc, const OnConnection &on_conn) {
   for (;;) {
     auto r = co_await acc.accept();
     if (r) {

@@ -78,8 +78,10 @@ class Acceptor : rt::Completion {
 
 // Accepts until the acceptor stops or the task is cancelled, handing each connection to
 // on_conn. Transient failures (EMFILE, ENFILE, ENOBUFS, ENOMEM) pause accepting for
-// kAcceptBackoff rather than spin.
+// kAcceptBackoff rather than spin. on_conn is taken by reference and must outlive the loop:
+// keep it in a named local (gcc 12 destroys a temporary built inside a co_await twice).
 inline constexpr rt::Duration kAcceptBackoff = std::chrono::milliseconds(100);
-rt::Task<void> accept_each(Acceptor &acc, std::function<void(rt::UniqueFd)> on_conn);
+using OnConnection = std::function<void(rt::UniqueFd)>;
+rt::Task<void> accept_each(Acceptor &acc, const OnConnection &on_conn);
 
 }  // namespace alk::net

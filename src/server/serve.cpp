@@ -141,12 +141,13 @@ rt::Task<void> Server::run(Listener &listener, rt::SignalWatch &signals) {
 }
 
 rt::Task<void> Server::accept_tcp(net::Acceptor &acceptor) {
-  co_await net::accept_each(acceptor, [this](rt::UniqueFd fd) {
+  const net::OnConnection on_conn = [this](rt::UniqueFd fd) {
     Accepted a;
     a.ip = client_ip(net::Endpoint::of_socket_peer(fd.get()));
     a.tcp = std::move(fd);
     sessions_.spawn(serve(std::move(a)));
-  });
+  };
+  co_await net::accept_each(acceptor, on_conn);
 }
 
 rt::Task<void> Server::accept_quic(quic::QuicListener &listener) {

@@ -9,7 +9,6 @@ Run as: python3 acme_test.py path/to/alknet
 import json
 import os
 import shutil
-import signal
 import socket
 import ssl
 import stat
@@ -37,17 +36,6 @@ class Proc(AlknetLog):
         self.proc = subprocess.Popen(args, stdin=subprocess.DEVNULL, stdout=self.logf, stderr=subprocess.STDOUT,
                                      env=env)
         PROCS.append(self)
-
-    def stop(self):
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout=5)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(timeout=5)
-        self.logf.close()
-        return self.proc.returncode
 
 
 class Env:

@@ -160,17 +160,6 @@ class Alknet(AlknetLog):
         if wait:
             self.wait_log('connected transport=', 15)
 
-    def stop(self):
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout=5)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(timeout=5)
-        self.logf.close()
-        return self.proc.returncode
-
 
 class TcpServer:
     """Threaded TCP server running handler(sock) per connection."""

@@ -8,6 +8,7 @@ import hashlib
 import http.server
 import os
 import random
+import signal
 import socket
 import subprocess
 import threading
@@ -106,7 +107,20 @@ def sha(path):
 # peers
 
 class AlknetLog:
-    """Log reading for an alknet process: needs self.name, self.proc and self.log_path."""
+    """Log reading and stopping for an alknet process: needs self.name, self.proc, self.log_path
+    and self.logf (the open log file the process writes to)."""
+
+    def stop(self, timeout=5):
+        """SIGTERM, SIGKILL if it has not exited after timeout s; closes the log; the exit code."""
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=timeout)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(timeout=5)
+        self.logf.close()
+        return self.proc.returncode
 
     def log(self):
         with open(self.log_path, 'rb') as f:

@@ -16,7 +16,6 @@ import os
 import random
 import re
 import shutil
-import signal
 import socket
 import ssl
 import struct
@@ -59,15 +58,8 @@ class Proc(AlknetLog):
     def stop(self, timeout=5):
         """SIGTERM; returns (exit code, seconds it took)."""
         t0 = time.monotonic()
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout=timeout)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(timeout=5)
-        self.logf.close()
-        return self.proc.returncode, time.monotonic() - t0
+        rc = super().stop(timeout)
+        return rc, time.monotonic() - t0
 
 
 class Server(Proc):

@@ -7,16 +7,9 @@
 
 #include "ssh/authorized_keys.hpp"
 #include "ssh/keys.hpp"
+#include "fuzz_check.hpp"
 
 using namespace alk::ssh;
-
-#define FUZZ_CHECK(cond)                                                                      \
-  do {                                                                                        \
-    if (!(cond)) {                                                                            \
-      std::fprintf(stderr, "fuzz_authorized_keys: check failed: %s (line %d)\n", #cond, __LINE__); \
-      std::abort();                                                                           \
-    }                                                                                         \
-  } while (0)
 
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   std::string_view text(reinterpret_cast<const char*>(data), size);

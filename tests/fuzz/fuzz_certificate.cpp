@@ -8,16 +8,9 @@
 
 #include "ssh/certificate.hpp"
 #include "ssh/keys.hpp"
+#include "fuzz_check.hpp"
 
 using namespace alk::ssh;
-
-#define FUZZ_CHECK(cond)                                                                     \
-  do {                                                                                       \
-    if (!(cond)) {                                                                           \
-      std::fprintf(stderr, "fuzz_certificate: check failed: %s (line %d)\n", #cond, __LINE__); \
-      std::abort();                                                                          \
-    }                                                                                        \
-  } while (0)
 
 namespace {
 

@@ -8,16 +8,9 @@
 
 #include "ssh/keys.hpp"
 #include "ssh/known_hosts.hpp"
+#include "fuzz_check.hpp"
 
 using namespace alk::ssh;
-
-#define FUZZ_CHECK(cond)                                                                     \
-  do {                                                                                       \
-    if (!(cond)) {                                                                           \
-      std::fprintf(stderr, "fuzz_known_hosts: check failed: %s (line %d)\n", #cond, __LINE__); \
-      std::abort();                                                                          \
-    }                                                                                        \
-  } while (0)
 
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   std::string_view text(reinterpret_cast<const char*>(data), size);

@@ -10,16 +10,9 @@
 #include <span>
 
 #include "socks5/codec.hpp"
+#include "fuzz_check.hpp"
 
 using namespace alk::socks5;
-
-#define FUZZ_CHECK(cond)                                                   \
-  do {                                                                     \
-    if (!(cond)) {                                                         \
-      std::fprintf(stderr, "fuzz_socks5: check failed: %s (line %d)\n", #cond, __LINE__); \
-      std::abort();                                                        \
-    }                                                                      \
-  } while (0)
 
 namespace {
 

@@ -11,16 +11,9 @@
 #include <vector>
 
 #include "socks5/udp.hpp"
+#include "fuzz_check.hpp"
 
 using namespace alk::socks5;
-
-#define FUZZ_CHECK(cond)                                                                    \
-  do {                                                                                      \
-    if (!(cond)) {                                                                          \
-      std::fprintf(stderr, "fuzz_socks5_udp: check failed: %s (line %d)\n", #cond, __LINE__); \
-      std::abort();                                                                         \
-    }                                                                                       \
-  } while (0)
 
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
   std::span<const uint8_t> in(data, size);

@@ -22,7 +22,6 @@ import random
 import resource
 import selectors
 import shutil
-import signal
 import socket
 import ssl
 import struct
@@ -32,7 +31,8 @@ import tempfile
 import threading
 import time
 
-from harness import LOOP, AlknetLog, TestFailure, check, fd_count, free_port, keygen, recv_exact, run, run_test, wait_until
+from harness import (LOOP, AlknetLog, TestFailure, check, fd_count, free_port, free_stable_port, keygen, recv_exact,
+                     run, run_test, wait_until)
 
 ALKNET = os.path.abspath(sys.argv[1]) if len(sys.argv) > 1 and not sys.argv[1].startswith('-') else ''
 ONLY = sys.argv[2:]
@@ -107,36 +107,10 @@ class Proc(AlknetLog):
         self.proc.wait(timeout=5)
         self.logf.close()
 
-    def stop(self, timeout=5):
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout=timeout)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(timeout=5)
-        self.logf.close()
-        return self.proc.returncode
-
-
-def port_below_ephemeral():
-    """A free loopback port below the ephemeral range: while a killed server is down, an outgoing
-    connection (the reconnecting client's own included) may otherwise be given its port."""
-    for _ in range(200):
-        p = random.randrange(20000, 32000)
-        try:
-            with socket.socket() as t, socket.socket(type=socket.SOCK_DGRAM) as u:
-                t.bind((LOOP, p))
-                u.bind((LOOP, p))
-            return p
-        except OSError:
-            continue
-    raise TestFailure('no free port below the ephemeral range')
-
 
 class Server(Proc):
     def __init__(self, name, transport):
-        self.port = port_below_ephemeral()
+        self.port = free_stable_port()
         self.transport = transport
         args = ['serve', '--key', E.host_key, '--authorized-keys', E.auth_keys, '--transport', transport,
                 '--listen', f'{LOOP}:{self.port}', '--permit-open', '127.0.0.1:*']
@@ -338,7 +312,7 @@ def setup():
          '-keyout', E.key, '-out', E.cert], check=True)
     E.echo = Target('echo')
     E.srv = Server('tcp', 'tcp')
-    E.lport, E.rport = port_below_ephemeral(), port_below_ephemeral()
+    E.lport, E.rport = free_stable_port(), free_stable_port()
     E.cli = Client('main', E.srv, ['--forward', f'{LOOP}:{E.lport}:{LOOP}:{E.echo.port}',
                                    '--remote-forward', f'{LOOP}:{E.rport}:{LOOP}:{E.echo.port}'])
     E.tls = Server('tls', 'tls')

@@ -131,6 +131,12 @@ class App {
       if (self.client_) co_await self.client_->disconnect();
       co_await m.close();
       self.client_.reset();
+      // A quic connection lingers until its CONNECTION_CLOSE is out; its socket's loops own it.
+      // Let them finish (bounded) rather than leave them suspended when the reactor goes.
+      for (int i = 0; i < 75 && quic::live_endpoints() > 0; ++i) {
+        const int r = co_await rt::sleep_for(20ms);
+        if (r == -ECANCELED) break;
+      }
     }(*this, main));
     return 0;
   }

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Installs, builds (warnings are errors) and runs every test: unit, fuzz-corpus replay and
-# integration against real peers; then the unit and fuzz suites again under ASan+UBSan.
+# integration against real peers; then the unit and fuzz suites and the heaviest integration
+# suites again under ASan+UBSan.
 # Ends with "tests: N passed, N failed".
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -20,8 +21,11 @@ if bash scripts/build.sh build-ci -Dwerror=true -Dbuildtype=debugoptimized; then
 else
   echo "build failed"; failed=$((failed + 1))
 fi
-# The sanitizer pass rebuilds only what the unit and fuzz-replay suites run.
+# The sanitizer pass rebuilds only what the unit and fuzz-replay suites run, plus the alknet
+# binary for the integration suites that stress it hardest (faults, transports, OpenSSH peers).
+ASAN_INTEGRATION=(integration-faults integration-transports integration-connect-openssh)
 asan_targets() {
+  echo src/cli/alknet
   meson introspect build-asan --tests | python3 -c '
 import json, os, sys
 root = os.path.abspath("build-asan")
@@ -34,6 +38,10 @@ if [ -f build-asan/build.ninja ] || meson setup build-asan -Db_sanitize=address,
   if ninja -C build-asan $(asan_targets | sort -u) >/dev/null; then
     ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1 \
       run_suite build-asan --no-rebuild --suite unit --suite fuzz
+    # Whole processes under load: any ASan/UBSan error aborts one and fails its test. Leak
+    # checking stays with the unit suites (a process killed mid-test is not a leak).
+    ASAN_OPTIONS=detect_leaks=0:abort_on_error=1 UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1 \
+      run_suite build-asan --no-rebuild "${ASAN_INTEGRATION[@]}"
   else
     echo "asan build failed"; failed=$((failed + 1))
   fi

@@ -415,12 +415,16 @@ def test_peer_that_stops_reading_keeps_memory_flat():
                f'RSS client {rss0[0]}->{rss1[0]}->{rss2[0]} KiB, server {rss0[1]}->{rss1[1]}->{rss2[1]} KiB')
         # 8 tunnels: socket buffers plus SSH windows; far below what 3 s of loopback would buffer.
         check(sent2 - sent1 < 8 << 20, f'target kept writing {(sent2 - sent1) >> 20} MiB into a stalled path')
-        for p, a, b in zip(main_procs(), rss0, rss2):
+        for p, a, m, b in zip(main_procs(), rss0, rss1, rss2):
             if p.sanitized():
                 figure(f'stopped reader: alknet[{p.name}] runs under ASan, whose quarantine of freed memory '
                        f'inflates RSS: RSS bound not checked')
                 continue
-            check(b - a < 64 << 10, f'RSS grew {b - a} KiB while the reader was stalled')
+            # Flat once the path is full; before that each tunnel may hold up to libssh's window
+            # twice over (it tops the window back up after every read, whatever is still buffered)
+            # plus heap slack: seen 1-9 MiB per tunnel (more under meson's MALLOC_PERTURB_).
+            check(b - m < 4 << 10, f'RSS still grew {b - m} KiB after the path was full')
+            check(b - a < 8 * (16 << 10), f'RSS grew {b - a} KiB while the reader was stalled')
         # The tunnels still work when the reader drains.
         s = socks[0]
         s.settimeout(10)

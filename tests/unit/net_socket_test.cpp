@@ -422,7 +422,8 @@ TEST_CASE("accept_each: out of fds (EMFILE) it backs off instead of spinning, th
   rt::run_blocking([](net::Acceptor &a, std::vector<rt::UniqueFd> &got, const rlimit &old, auto cpu,
                       double &cpu_starved) -> rt::Task<void> {
     rt::Scope loop;
-    loop.spawn(net::accept_each(a, [&got](rt::UniqueFd fd) { got.push_back(std::move(fd)); }));
+    const net::OnConnection keep = [&got](rt::UniqueFd fd) { got.push_back(std::move(fd)); };  // outlives the loop
+    loop.spawn(net::accept_each(a, keep));
     const double c0 = cpu();
     const int s1 = co_await rt::sleep_for(500ms);
     (void)s1;

@@ -621,7 +621,7 @@ def test_quic_server_restart_reconnects():
         rep, s, dt = socks5_request(c.socks, port=E.http.port)
         check(rep != 0 and dt < 2, f'SOCKS while disconnected: REP {rep} in {dt:.2f}s')
         time.sleep(1.5)
-        srv = Server('quic-restart-2', 'quic', port=port)
+        srv = restart_server('quic-restart-2', 'quic', port)
         c.wait_log('connected transport=quic', 20, count=2)
         fetch_ok(c.socks, 'big.bin', 'after restart')
     finally:
@@ -643,7 +643,7 @@ def test_quic_server_crash_stateless_reset():
         time.sleep(1)  # let the last ACKs settle: nothing in flight when the server dies
         srv.proc.kill()
         srv.proc.wait()
-        srv2 = Server('quic-crash-2', 'quic', port=port)
+        srv2 = restart_server('quic-crash-2', 'quic', port)
         t0 = time.monotonic()
         socks5_request(c.socks, port=E.http.port, timeout=5)  # the client's next packets meet the new server
         c.wait_log('disconnected', 10)
@@ -698,6 +698,22 @@ def test_quic_idle_timeout_and_keepalive():
         for p in (quiet, alive, srv):
             if p:
                 p.stop()
+
+
+def restart_server(name, transport, port, timeout=10):
+    """A new server on the port a killed one held. Right after a SIGKILL the kernel may hold that
+    socket a moment longer (io_uring's asynchronous ring teardown), so "Address already in use"
+    is retried, as systemd's RestartSec does."""
+    deadline = time.monotonic() + timeout
+    while True:
+        srv = Server(name, transport, port=port, wait=False)
+        wait_until(lambda: 'listening on' in srv.log() or not srv.alive(), 10)
+        if 'listening on' in srv.log():
+            return srv
+        srv.stop()
+        if 'Address already in use' not in srv.log() or time.monotonic() > deadline:
+            srv.wait_log('listening on', 0)  # raises, with the log
+        time.sleep(0.1)
 
 
 def junk_datagrams(port, n=3000):

@@ -219,4 +219,53 @@ std::optional<std::span<const uint8_t>> ed25519_key_bytes(std::span<const uint8_
   return pk;
 }
 
+std::optional<Ed25519PrivateKey> parse_openssh_ed25519_private(std::string_view text, std::string* err) {
+  auto fail = [&](const char* why) -> std::optional<Ed25519PrivateKey> {
+    if (err) *err = why;
+    return std::nullopt;
+  };
+  if (sniff_private_key(text) != PrivateKeyFormat::OpenSSH) return fail("not an OpenSSH private key");
+  constexpr std::string_view begin = "-----BEGIN OPENSSH PRIVATE KEY-----";
+  constexpr std::string_view end = "-----END OPENSSH PRIVATE KEY-----";
+  size_t b = text.find(begin), e = text.find(end);
+  if (b == std::string_view::npos || e == std::string_view::npos || e < b) return fail("damaged OpenSSH private key");
+  std::string b64;
+  for (char c : text.substr(b + begin.size(), e - b - begin.size()))
+    if (c != '\n' && c != '\r' && c != ' ' && c != '\t') b64 += c;
+  auto raw = base64_decode(b64);
+  constexpr std::string_view magic{"openssh-key-v1\0", 15};
+  if (!raw || raw->size() < magic.size() || std::memcmp(raw->data(), magic.data(), magic.size()) != 0)
+    return fail("damaged OpenSSH private key");
+  WireReader r(std::span<const uint8_t>(*raw).subspan(magic.size()));
+  std::string cipher, kdf;
+  std::span<const uint8_t> kdf_opts, pub, priv;
+  uint32_t nkeys = 0;
+  if (!r.string(cipher) || !r.string(kdf) || !r.bytes(kdf_opts) || !r.u32(nkeys)) return fail("damaged OpenSSH private key");
+  if (cipher != "none") return fail("passphrase-protected keys are not supported");
+  if (nkeys != 1) return fail("key files with more than one key are not supported");
+  if (!r.bytes(pub) || !r.bytes(priv) || r.remaining() != 0) return fail("damaged OpenSSH private key");
+  if (!ed25519_key_bytes(pub)) return fail("only Ed25519 keys are supported");
+  WireReader p(priv);
+  uint32_t check1 = 0, check2 = 0;
+  std::string type;
+  std::span<const uint8_t> pk, sk;
+  Ed25519PrivateKey out;
+  if (!p.u32(check1) || !p.u32(check2) || check1 != check2) return fail("damaged OpenSSH private key");
+  if (!p.string(type) || type != "ssh-ed25519") return fail("only Ed25519 keys are supported");
+  if (!p.bytes(pk) || pk.size() != 32 || !p.bytes(sk) || sk.size() != 64 || !p.string(out.comment))
+    return fail("damaged OpenSSH private key");
+  // The secret's second half is the public key; it must match the public blob.
+  auto pub_bytes = ed25519_key_bytes(pub);
+  if (std::memcmp(sk.data() + 32, pk.data(), 32) != 0 || std::memcmp(pk.data(), pub_bytes->data(), 32) != 0)
+    return fail("damaged OpenSSH private key");
+  // Padding: 1, 2, 3, ... up to the block size.
+  auto padding = priv.subspan(p.offset());
+  if (padding.size() >= 16) return fail("damaged OpenSSH private key");
+  for (size_t i = 0; i < padding.size(); ++i)
+    if (padding[i] != i + 1) return fail("damaged OpenSSH private key");
+  std::memcpy(out.secret.data(), sk.data(), 64);
+  out.public_blob.assign(pub.begin(), pub.end());
+  return out;
+}
+
 }  // namespace alk::ssh

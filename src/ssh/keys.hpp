@@ -4,6 +4,7 @@
 // read_small_file, which the CLI uses to load keys before handing the text to the parsers.
 #pragma once
 
+#include <array>
 #include <cstddef>
 #include <cstdint>
 #include <optional>
@@ -80,5 +81,14 @@ void wire_put_string(std::vector<uint8_t>& out, std::string_view s);
 
 // For an "ssh-ed25519" public key blob, the 32 raw key bytes; nullopt for anything else.
 std::optional<std::span<const uint8_t>> ed25519_key_bytes(std::span<const uint8_t> blob);
+
+// An unencrypted Ed25519 key from an OpenSSH private key file ("openssh-key-v1" container).
+struct Ed25519PrivateKey {
+  std::array<uint8_t, 64> secret{};  // BoringSSL layout: 32-byte seed || 32-byte public key
+  std::vector<uint8_t> public_blob;  // string("ssh-ed25519") || string(public key)
+  std::string comment;
+};
+// err gets a user-facing reason: not OpenSSH format, passphrase-protected, not Ed25519, damaged.
+std::optional<Ed25519PrivateKey> parse_openssh_ed25519_private(std::string_view file_text, std::string* err);
 
 }  // namespace alk::ssh

@@ -1,0 +1,113 @@
+// The SSH binary packet protocol (RFC 4253 §6) with the AEAD ciphers OpenSSH speaks:
+// aes128-gcm@openssh.com / aes256-gcm@openssh.com (RFC 5647 as OpenSSH's PROTOCOL file amends
+// it: the 4-byte length is plaintext, authenticated as additional data) and
+// chacha20-poly1305@openssh.com (OpenSSH PROTOCOL.chacha20poly1305: the length has its own key).
+// No MAC-then-encrypt ciphers: every cipher we negotiate authenticates itself.
+//
+// Built for one copy per byte: a sealer encrypts a packet in place in the caller's buffer (the
+// payload is written straight after a 5-byte header), and an opener decrypts in place in the
+// receive buffer, handing back a span of the plaintext payload. Pure: no I/O, no allocation on
+// the per-packet path.
+#pragma once
+
+#include <array>
+#include <cstddef>
+#include <cstdint>
+#include <memory>
+#include <optional>
+#include <span>
+#include <string>
+#include <string_view>
+#include <vector>
+
+namespace alk::ssh {
+
+enum class Cipher { None, Aes128Gcm, Aes256Gcm, ChaCha20Poly1305 };
+
+std::optional<Cipher> cipher_from_name(std::string_view name);
+std::string_view cipher_name(Cipher c);
+size_t cipher_key_len(Cipher c);  // 0, 16, 32, 64
+size_t cipher_iv_len(Cipher c);   // 0, 12, 12, 0
+
+// One direction's keys, as derived at NEWKEYS (RFC 4253 §7.2: letters A-D).
+struct DirectionKeys {
+  Cipher cipher = Cipher::None;
+  std::vector<uint8_t> key;
+  std::vector<uint8_t> iv;
+};
+
+// The largest packet_length we accept or send. RFC 4253 asks for at least 35000; OpenSSH
+// accepts up to 256 KiB, and bigger packets mean fewer per-packet costs on bulk channels.
+inline constexpr size_t kMaxPacketLength = 256 * 1024;
+// Bytes in front of the payload in a packet: uint32 packet_length + byte padding_length.
+inline constexpr size_t kPacketHeader = 5;
+// The most a packet adds after its payload: padding (4..19 bytes for 16-byte blocks) + 16-byte tag.
+inline constexpr size_t kPacketTrailerMax = 19 + 16;
+
+// The largest payload one packet can carry.
+inline constexpr size_t kMaxPayload = kMaxPacketLength - 1 - 19;
+
+class CipherState;  // BoringSSL contexts, hidden from callers
+
+// Seals outgoing packets for one direction. Starts with no cipher (the clear-text key exchange).
+class PacketSealer {
+ public:
+  PacketSealer();
+  ~PacketSealer();
+  PacketSealer(PacketSealer&&) noexcept;
+  PacketSealer& operator=(PacketSealer&&) noexcept;
+
+  // Switches to new keys (sent NEWKEYS). Returns false if the key/iv sizes do not fit the cipher.
+  bool set_keys(const DirectionKeys& keys);
+  // Strict key exchange (kex-strict-*-v00@openssh.com) restarts the sequence number at NEWKEYS.
+  void reset_sequence() { seq_ = 0; }
+  uint32_t sequence() const { return seq_; }
+
+  // Exact size of the sealed packet for a payload of n bytes.
+  size_t sealed_size(size_t payload_len) const;
+  // buf holds the payload at [kPacketHeader, kPacketHeader + payload_len) and is at least
+  // sealed_size(payload_len) long; writes header, padding and tag around it and encrypts in place.
+  // Returns the sealed size. payload_len must leave the packet within kMaxPacketLength.
+  size_t seal_in_place(std::span<uint8_t> buf, size_t payload_len);
+  // Convenience: appends one sealed packet carrying payload to out.
+  void seal(std::span<const uint8_t> payload, std::vector<uint8_t>& out);
+
+ private:
+  size_t block_size() const;
+  std::unique_ptr<CipherState> st_;
+  uint32_t seq_ = 0;
+};
+
+struct Opened {
+  enum Status { NeedMore, Packet, Error };
+  Status status = NeedMore;
+  size_t consumed = 0;              // Packet: bytes of input this packet used
+  size_t need = 0;                  // NeedMore: total bytes the packet will take, once known (0 = unknown)
+  std::span<uint8_t> payload;       // Packet: points into the input buffer (decrypted in place)
+  std::string_view error;           // Error: why (the connection must be dropped)
+};
+
+// Opens incoming packets for one direction.
+class PacketOpener {
+ public:
+  PacketOpener();
+  ~PacketOpener();
+  PacketOpener(PacketOpener&&) noexcept;
+  PacketOpener& operator=(PacketOpener&&) noexcept;
+
+  bool set_keys(const DirectionKeys& keys);
+  void reset_sequence() { seq_ = 0; }
+  uint32_t sequence() const { return seq_; }
+
+  // Looks at the front of buf. On Packet, the bytes [0, consumed) were decrypted in place and the
+  // payload span points into them; on NeedMore nothing in buf was changed (call again with more).
+  // A failed tag, a bad length or bad padding is an Error and the stream cannot be resynchronised.
+  Opened open(std::span<uint8_t> buf);
+
+ private:
+  size_t block_size() const;
+  std::unique_ptr<CipherState> st_;
+  uint32_t seq_ = 0;
+};
+
+}  // namespace alk::ssh

@@ -15,7 +15,6 @@ import re
 import shutil
 import signal
 import socket
-import socketserver
 import struct
 import subprocess
 import sys
@@ -24,8 +23,9 @@ import threading
 import time
 import traceback
 
-from harness import (DEST_PORTS, LOOP, AlknetLog, HttpServer, TestFailure, check, fd_count, free_port, keygen,
-                     recv_exact, run, run_test, sha, wait_until)
+from harness import (DEST_PORTS, LOOP, AlknetLog, HttpServer, TcpListener, TestFailure, check, curl, fd_count,
+                     free_port, keygen, parallel_curls, port_open, random_files, recv_exact, run, run_test, sha,
+                     socks5_request, wait_until)
 
 ALKNET = os.path.abspath(sys.argv[1]) if len(sys.argv) > 1 else ''
 ONLY = sys.argv[2:]
@@ -39,14 +39,6 @@ DEST_NAMES = {UNRESOLVABLE}  # 'localhost' is also a bind address in log lines; 
 
 # ---------------------------------------------------------------------------------------
 # small helpers
-
-def port_open(port, host=LOOP):
-    try:
-        with socket.create_connection((host, port), timeout=0.5):
-            return True
-    except OSError:
-        return False
-
 
 def fingerprint(pub):
     out = run(['ssh-keygen', '-lf', pub], check=True).stdout.decode()
@@ -161,33 +153,15 @@ class Alknet(AlknetLog):
             self.wait_log('connected transport=', 15)
 
 
-class TcpServer:
-    """Threaded TCP server running handler(sock) per connection."""
+class TcpServer(TcpListener):
+    """Threaded TCP server running handler(sock) per connection (30 s socket timeout); a destination."""
 
     def __init__(self, handler):
-        outer = self
-
-        class H(socketserver.BaseRequestHandler):
-            def handle(self):
-                self.request.settimeout(30)
-                try:
-                    handler(self.request)
-                except OSError:
-                    pass
-
-        class S(socketserver.ThreadingTCPServer):
-            daemon_threads = True
-            allow_reuse_address = True
-
-        self.srv = S((LOOP, 0), H)
-        self.port = self.srv.server_address[1]
+        def with_timeout(s):
+            s.settimeout(30)
+            handler(s)
+        super().__init__(with_timeout)
         DEST_PORTS.add(self.port)
-        threading.Thread(target=self.srv.serve_forever, daemon=True).start()
-        self.outer = outer
-
-    def stop(self):
-        self.srv.shutdown()
-        self.srv.server_close()
 
 
 def echo_handler(s):
@@ -236,47 +210,6 @@ class ReverseHalfClose:
 # ---------------------------------------------------------------------------------------
 # SOCKS clients
 
-def socks5_request(socks_port, cmd=1, host=LOOP, port=80, timeout=10):
-    """Returns (rep, sock or None, elapsed). rep -1 = connection closed without a reply."""
-    t0 = time.monotonic()
-    s = socket.create_connection((LOOP, socks_port), timeout=timeout)
-    s.settimeout(timeout)
-    try:
-        s.sendall(b'\x05\x01\x00')
-        if s.recv(2) != b'\x05\x00':
-            s.close()
-            return -1, None, time.monotonic() - t0
-        try:
-            addr = b'\x01' + socket.inet_pton(socket.AF_INET, host)
-        except OSError:
-            addr = b'\x03' + bytes([len(host)]) + host.encode()
-        s.sendall(b'\x05' + bytes([cmd]) + b'\x00' + addr + struct.pack('>H', port))
-        head = s.recv(4)
-        if len(head) < 2:
-            s.close()
-            return -1, None, time.monotonic() - t0
-        head += recv_exact(s, 4 - len(head)) if len(head) < 4 else b''
-        atyp = head[3]
-        rest = {1: 4, 4: 16}.get(atyp)
-        if rest is None:
-            rest = recv_exact(s, 1)[0]
-        recv_exact(s, rest + 2)
-        rep = head[1]
-        if rep != 0:
-            s.close()
-            return rep, None, time.monotonic() - t0
-        return 0, s, time.monotonic() - t0
-    except (socket.timeout, ConnectionError):
-        s.close()
-        return -1, None, time.monotonic() - t0
-
-
-def curl(socks_port, url, out, extra=(), timeout=60):
-    return subprocess.run(['curl', '-sS', '--fail', '--max-time', str(timeout - 5), '--socks5-hostname',
-                           f'{LOOP}:{socks_port}', '-o', out, *extra, url],
-                          capture_output=True, timeout=timeout)
-
-
 def closed_port():
     """A loopback port nobody listens on."""
     p = free_port()
@@ -297,13 +230,7 @@ E = Env()
 def setup():
     E.user_key = keygen(os.path.join(WORK, 'id_ed25519'))
     E.www = os.path.join(WORK, 'www')
-    os.makedirs(E.www)
-    E.files = {}
-    for name, size in (('big.bin', 5 << 20), ('small.bin', 200 << 10)):
-        p = os.path.join(E.www, name)
-        with open(p, 'wb') as f:
-            f.write(os.urandom(size))
-        E.files[name] = sha(p)
+    E.files = random_files(E.www, (('big.bin', 5 << 20), ('small.bin', 200 << 10)))
     E.http = HttpServer(E.www)
     E.echo = TcpServer(echo_handler)
     E.after_eof = TcpServer(after_eof_handler)
@@ -354,27 +281,8 @@ def test_curl_download_localhost_and_ip():
 
 
 def test_parallel_32_downloads():
-    procs = []
-    for i in range(32):
-        out = os.path.join(WORK, f'par-{i}')
-        host = 'localhost' if i % 2 else LOOP
-        procs.append((out, subprocess.Popen(
-            ['curl', '-sS', '--fail', '--max-time', '100', '--socks5-hostname', f'{LOOP}:{E.main.socks}', '-o', out,
-             url(host, 'big.bin')], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)))
-    bad = []
-    for out, p in procs:
-        try:
-            _, err = p.communicate(timeout=110)
-        except subprocess.TimeoutExpired:
-            p.kill()
-            p.communicate()
-            bad.append(f'{out}: timeout')
-            continue
-        if p.returncode != 0:
-            bad.append(f'{out}: rc={p.returncode} {err.decode()[-200:]}')
-        elif sha(out) != E.files['big.bin']:
-            bad.append(f'{out}: content differs')
-    check(not bad, '; '.join(bad))
+    parallel_curls(E.main.socks, [(os.path.join(WORK, f'par-{i}'), url('localhost' if i % 2 else LOOP, 'big.bin'))
+                                  for i in range(32)], E.files['big.bin'], max_time=100)
 
 
 def test_socks_reply_codes():

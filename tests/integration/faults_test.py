@@ -31,8 +31,8 @@ import tempfile
 import threading
 import time
 
-from harness import (LOOP, AlknetLog, TestFailure, check, fd_count, free_port, free_stable_port, keygen, recv_exact,
-                     run, run_test, wait_until)
+from harness import (LOOP, AlknetLog, TcpListener, TestFailure, check, fd_count, free_port, free_stable_port,
+                     make_keys, recv_exact, run_test, wait_until)
 
 ALKNET = os.path.abspath(sys.argv[1]) if len(sys.argv) > 1 and not sys.argv[1].startswith('-') else ''
 ONLY = sys.argv[2:]
@@ -178,32 +178,16 @@ def check_fds_back(procs, baseline, what, timeout=30):
 # ---------------------------------------------------------------------------------------
 # python targets
 
-class Target:
+class Target(TcpListener):
     """A TCP target with a behaviour: echo, stall (accept, never read), blast (write forever),
-    reply_after_eof (read to EOF, then send the byte count and close). Counts what it saw."""
+    reply_after_eof (read to EOF, then send the byte count and close). Counts what it saw
+    (.accepted: connections)."""
 
     def __init__(self, mode):
         self.mode = mode
-        self.accepted = 0
         self.closed_by_peer = 0   # stall: connections whose peer went away (EOF or reset seen)
         self.blasted = 0          # blast: bytes written in total
-        self.lock = threading.Lock()
-        self.lsock = socket.socket()
-        self.lsock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        self.lsock.bind((LOOP, 0))
-        self.lsock.listen(1024)
-        self.port = self.lsock.getsockname()[1]
-        threading.Thread(target=self.loop, daemon=True).start()
-
-    def loop(self):
-        while True:
-            try:
-                c, _ = self.lsock.accept()
-            except OSError:
-                return
-            with self.lock:
-                self.accepted += 1
-            threading.Thread(target=getattr(self, self.mode), args=(c,), daemon=True).start()
+        super().__init__(getattr(self, mode), backlog=1024)
 
     def echo(self, c):
         with c:
@@ -258,9 +242,6 @@ class Target:
             except OSError:
                 pass
 
-    def stop(self):
-        self.lsock.close()
-
 
 def socks_connect(socks_port, port, host=LOOP, timeout=10):
     """SOCKS5 CONNECT; returns (rep, sock or None, seconds). rep -1 = closed without a reply."""
@@ -302,14 +283,7 @@ E = Env()
 
 
 def setup():
-    E.host_key = keygen(os.path.join(WORK, 'host_ed25519'))
-    E.user_key = keygen(os.path.join(WORK, 'id_ed25519'))
-    E.auth_keys = os.path.join(WORK, 'authorized_keys')
-    shutil.copy(E.user_key + '.pub', E.auth_keys)
-    E.cert, E.key = os.path.join(WORK, 'cert.pem'), os.path.join(WORK, 'key.pem')
-    run(['openssl', 'req', '-x509', '-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:prime256v1', '-nodes',
-         '-subj', '/CN=localhost', '-addext', 'subjectAltName=DNS:localhost,IP:127.0.0.1', '-days', '2',
-         '-keyout', E.key, '-out', E.cert], check=True)
+    make_keys(WORK, E)
     E.echo = Target('echo')
     E.srv = Server('tcp', 'tcp')
     E.lport, E.rport = free_stable_port(), free_stable_port()

@@ -1,4 +1,4 @@
-"""Helpers shared by the integration test scripts (connect_openssh_test.py, transports_test.py).
+"""Helpers shared by the integration test scripts (connect_openssh_test.py, transports_test.py, faults_test.py, ...).
 
 The scripts are run as `python3 path/to/script.py BINARY`, so this directory is on sys.path and
 they import from here with `from harness import ...`.
@@ -9,7 +9,9 @@ import http.server
 import os
 import random
 import signal
+import shutil
 import socket
+import struct
 import subprocess
 import threading
 import time
@@ -103,6 +105,42 @@ def sha(path):
     return h.hexdigest()
 
 
+def port_open(port, host=LOOP):
+    try:
+        with socket.create_connection((host, port), timeout=0.5):
+            return True
+    except OSError:
+        return False
+
+
+# ---------------------------------------------------------------------------------------
+# fixtures
+
+def make_keys(work, e):
+    """Ed25519 host and user keys, an authorized_keys with the user key, and a self-signed P-256
+    certificate for localhost/127.0.0.1; sets e.host_key, e.user_key, e.auth_keys, e.cert, e.key."""
+    e.host_key = keygen(os.path.join(work, 'host_ed25519'))
+    e.user_key = keygen(os.path.join(work, 'id_ed25519'))
+    e.auth_keys = os.path.join(work, 'authorized_keys')
+    shutil.copy(e.user_key + '.pub', e.auth_keys)
+    e.cert, e.key = os.path.join(work, 'cert.pem'), os.path.join(work, 'key.pem')
+    run(['openssl', 'req', '-x509', '-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:prime256v1', '-nodes',
+         '-subj', '/CN=localhost', '-addext', 'subjectAltName=DNS:localhost,IP:127.0.0.1', '-days', '2',
+         '-keyout', e.key, '-out', e.cert], check=True)
+
+
+def random_files(www, sizes):
+    """Creates the directory www with a file of random bytes per (name, size); returns {name: sha256}."""
+    os.makedirs(www)
+    files = {}
+    for name, size in sizes:
+        p = os.path.join(www, name)
+        with open(p, 'wb') as f:
+            f.write(os.urandom(size))
+        files[name] = sha(p)
+    return files
+
+
 # ---------------------------------------------------------------------------------------
 # peers
 
@@ -153,8 +191,76 @@ class HttpServer:
         self.srv.server_close()
 
 
+class TcpListener:
+    """A threaded TCP server on 127.0.0.1 (a free port): accepts in a daemon thread and runs
+    handler(conn) per connection in a daemon thread of its own, closing conn when it returns
+    (an OSError from the handler ends that connection quietly). .port, .accepted (a count);
+    close() stops accepting and shuts every live connection down (its handler sees EOF or an
+    error and returns); usable as a context manager."""
+
+    def __init__(self, handler, backlog=128):
+        self.handler = handler
+        self.accepted = 0
+        self.live = set()
+        self.closed = False
+        self.lock = threading.Lock()
+        self.lsock = socket.socket()
+        self.lsock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self.lsock.bind((LOOP, 0))
+        self.lsock.listen(backlog)
+        self.port = self.lsock.getsockname()[1]
+        threading.Thread(target=self._accept_loop, daemon=True).start()
+
+    def _accept_loop(self):
+        while True:
+            try:
+                c, _ = self.lsock.accept()
+            except OSError:
+                return
+            with self.lock:
+                if self.closed:
+                    c.close()
+                    return
+                self.accepted += 1
+                self.live.add(c)
+            threading.Thread(target=self._serve, args=(c,), daemon=True).start()
+
+    def _serve(self, c):
+        try:
+            self.handler(c)
+        except OSError:
+            pass
+        finally:
+            with self.lock:
+                self.live.discard(c)
+            c.close()
+
+    def close(self):
+        with self.lock:
+            self.closed = True
+            live = list(self.live)
+        try:
+            self.lsock.shutdown(socket.SHUT_RDWR)  # wakes the blocked accept(); close() alone does not
+        except OSError:
+            pass
+        self.lsock.close()
+        for c in live:
+            try:
+                c.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+
+    stop = close
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+
 # ---------------------------------------------------------------------------------------
-# SOCKS
+# SOCKS / curl
 
 def recv_exact(s, n):
     out = b''
@@ -164,6 +270,74 @@ def recv_exact(s, n):
             raise TestFailure(f'connection closed after {len(out)} of {n} bytes')
         out += b
     return out
+
+
+def socks5_request(socks_port, cmd=1, host=LOOP, port=80, timeout=10):
+    """One SOCKS5 request (CONNECT by default) for an IPv4 address or a name: returns
+    (rep, sock or None, elapsed). rep -1 = connection closed without a reply. Raises OSError when
+    nothing listens on socks_port."""
+    t0 = time.monotonic()
+    s = socket.create_connection((LOOP, socks_port), timeout=timeout)
+    s.settimeout(timeout)
+    try:
+        s.sendall(b'\x05\x01\x00')
+        if s.recv(2) != b'\x05\x00':
+            s.close()
+            return -1, None, time.monotonic() - t0
+        try:
+            addr = b'\x01' + socket.inet_pton(socket.AF_INET, host)
+        except OSError:
+            addr = b'\x03' + bytes([len(host)]) + host.encode()
+        s.sendall(b'\x05' + bytes([cmd]) + b'\x00' + addr + struct.pack('>H', port))
+        head = s.recv(4)
+        if len(head) < 2:
+            s.close()
+            return -1, None, time.monotonic() - t0
+        head += recv_exact(s, 4 - len(head)) if len(head) < 4 else b''
+        rest = {1: 4, 4: 16}.get(head[3])
+        if rest is None:
+            rest = recv_exact(s, 1)[0]
+        recv_exact(s, rest + 2)
+        if head[1] != 0:
+            s.close()
+            return head[1], None, time.monotonic() - t0
+        return 0, s, time.monotonic() - t0
+    except (socket.timeout, ConnectionError, TestFailure):
+        s.close()
+        return -1, None, time.monotonic() - t0
+
+
+def curl_args(socks_port, url, out, extra=(), max_time=55):
+    return ['curl', '-sS', '--fail', '--max-time', str(max_time), '--socks5-hostname', f'{LOOP}:{socks_port}',
+            '-o', out, *extra, url]
+
+
+def curl(socks_port, url, out, extra=(), timeout=60):
+    """curl through the SOCKS5 port into out; the CompletedProcess (curl gives up 5 s before timeout)."""
+    return subprocess.run(curl_args(socks_port, url, out, extra, timeout - 5), capture_output=True, timeout=timeout)
+
+
+def parallel_curls(socks_port, jobs, want_sha, max_time):
+    """Runs one curl per (out, url) of jobs at once; checks that each exits 0 within max_time and
+    that its file's sha256 is want_sha; removes the files."""
+    procs = [(out, subprocess.Popen(curl_args(socks_port, u, out, max_time=max_time), stdout=subprocess.DEVNULL,
+                                    stderr=subprocess.PIPE)) for out, u in jobs]
+    bad = []
+    for out, p in procs:
+        try:
+            _, err = p.communicate(timeout=max_time + 10)
+        except subprocess.TimeoutExpired:
+            p.kill()
+            p.communicate()
+            bad.append(f'{os.path.basename(out)}: timeout')
+            continue
+        if p.returncode != 0:
+            bad.append(f'{os.path.basename(out)}: rc={p.returncode} {err.decode()[-200:]}')
+        elif sha(out) != want_sha:
+            bad.append(f'{os.path.basename(out)}: content differs')
+        if os.path.exists(out):
+            os.unlink(out)
+    check(not bad, '; '.join(bad))
 
 
 # ---------------------------------------------------------------------------------------

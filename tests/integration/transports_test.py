@@ -26,8 +26,9 @@ import threading
 import time
 import traceback
 
-from harness import (DEST_PORTS, LOOP, AlknetLog, HttpServer, TestFailure, check, fd_count, free_port,
-                     free_stable_port, keygen, recv_exact, run, run_test, sha, wait_until)
+from harness import (DEST_PORTS, LOOP, AlknetLog, HttpServer, TcpListener, TestFailure, check, curl, fd_count,
+                     free_port, free_stable_port, make_keys, parallel_curls, port_open, random_files, run, run_test,
+                     sha, socks5_request, wait_until)
 
 ALKNET = os.path.abspath(sys.argv[1]) if len(sys.argv) > 1 else ''
 ONLY = sys.argv[2:]
@@ -98,25 +99,12 @@ class Client(Proc):
             self.wait_log('connected transport=', 15)
 
 
-class HttpConnectProxy:
+class HttpConnectProxy(TcpListener):
     """A tiny HTTP CONNECT proxy: remembers every target it was asked for."""
 
     def __init__(self):
         self.targets = []
-        self.lsock = socket.socket()
-        self.lsock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        self.lsock.bind((LOOP, 0))
-        self.lsock.listen(64)
-        self.port = self.lsock.getsockname()[1]
-        threading.Thread(target=self.loop, daemon=True).start()
-
-    def loop(self):
-        while True:
-            try:
-                c, _ = self.lsock.accept()
-            except OSError:
-                return
-            threading.Thread(target=self.handle, args=(c,), daemon=True).start()
+        super().__init__(self.handle, backlog=64)
 
     @staticmethod
     def relay(a, b):
@@ -160,51 +148,18 @@ class HttpConnectProxy:
                 self.relay(c, u)
                 t.join(60)
 
-    def stop(self):
-        self.lsock.close()
-
 
 # ---------------------------------------------------------------------------------------
 # SOCKS / curl
-
-def socks5_request(socks_port, host=LOOP, port=80, timeout=10):
-    """Returns (rep, sock or None, elapsed). rep -1 = connection closed without a reply."""
-    t0 = time.monotonic()
-    try:
-        s = socket.create_connection((LOOP, socks_port), timeout=timeout)
-    except OSError:
-        return -1, None, time.monotonic() - t0
-    s.settimeout(timeout)
-    try:
-        s.sendall(b'\x05\x01\x00')
-        if s.recv(2) != b'\x05\x00':
-            s.close()
-            return -1, None, time.monotonic() - t0
-        s.sendall(b'\x05\x01\x00\x01' + socket.inet_aton(host) + struct.pack('>H', port))
-        head = recv_exact(s, 4)
-        recv_exact(s, {1: 4, 4: 16}.get(head[3], 0) + 2)
-        if head[1] != 0:
-            s.close()
-            return head[1], None, time.monotonic() - t0
-        return 0, s, time.monotonic() - t0
-    except (socket.timeout, ConnectionError, TestFailure):
-        s.close()
-        return -1, None, time.monotonic() - t0
-
 
 def url(name, host=LOOP):
     return f'http://{host}:{E.http.port}/{name}'
 
 
-def curl(socks_port, u, out, extra=(), timeout=120):
-    return subprocess.run(['curl', '-sS', '--fail', '--max-time', str(timeout - 5), '--socks5-hostname',
-                           f'{LOOP}:{socks_port}', '-o', out, *extra, u], capture_output=True, timeout=timeout)
-
-
 def fetch_ok(socks_port, name='small.bin', what='download', host=LOOP):
     out = os.path.join(WORK, f'dl-{socks_port}-{name}-{random.randrange(1 << 30)}')
     t0 = time.monotonic()
-    r = curl(socks_port, url(name, host), out)
+    r = curl(socks_port, url(name, host), out, timeout=120)
     dt = time.monotonic() - t0
     check(r.returncode == 0, f'{what}: curl rc={r.returncode} {r.stderr.decode()[-300:]}')
     check(sha(out) == E.files[name], f'{what}: {name} differs')
@@ -213,28 +168,8 @@ def fetch_ok(socks_port, name='small.bin', what='download', host=LOOP):
 
 
 def parallel_downloads(socks_port, n, name):
-    procs = []
-    for i in range(n):
-        out = os.path.join(WORK, f'par-{socks_port}-{i}')
-        procs.append((out, subprocess.Popen(
-            ['curl', '-sS', '--fail', '--max-time', '150', '--socks5-hostname', f'{LOOP}:{socks_port}', '-o', out,
-             url(name)], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)))
-    bad = []
-    for out, p in procs:
-        try:
-            _, err = p.communicate(timeout=160)
-        except subprocess.TimeoutExpired:
-            p.kill()
-            p.communicate()
-            bad.append(f'{os.path.basename(out)}: timeout')
-            continue
-        if p.returncode != 0:
-            bad.append(f'{os.path.basename(out)}: rc={p.returncode} {err.decode()[-200:]}')
-        elif sha(out) != E.files[name]:
-            bad.append(f'{os.path.basename(out)}: content differs')
-        if os.path.exists(out):
-            os.unlink(out)
-    check(not bad, '; '.join(bad))
+    parallel_curls(socks_port, [(os.path.join(WORK, f'par-{socks_port}-{i}'), url(name)) for i in range(n)],
+                   E.files[name], max_time=150)
 
 
 # ---------------------------------------------------------------------------------------
@@ -248,23 +183,9 @@ E = Env()
 
 
 def setup():
-    E.host_key = keygen(os.path.join(WORK, 'host_ed25519'))
-    E.user_key = keygen(os.path.join(WORK, 'id_ed25519'))
-    E.auth_keys = os.path.join(WORK, 'authorized_keys')
-    shutil.copy(E.user_key + '.pub', E.auth_keys)
-    E.cert = os.path.join(WORK, 'cert.pem')
-    E.key = os.path.join(WORK, 'key.pem')
-    run(['openssl', 'req', '-x509', '-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:prime256v1', '-nodes',
-         '-subj', '/CN=localhost', '-addext', 'subjectAltName=DNS:localhost,IP:127.0.0.1', '-days', '2',
-         '-keyout', E.key, '-out', E.cert], check=True)
+    make_keys(WORK, E)
     E.www = os.path.join(WORK, 'www')
-    os.makedirs(E.www)
-    E.files = {}
-    for name, size in (('big.bin', 5 << 20), ('huge.bin', 32 << 20), ('small.bin', 200 << 10)):
-        p = os.path.join(E.www, name)
-        with open(p, 'wb') as f:
-            f.write(os.urandom(size))
-        E.files[name] = sha(p)
+    E.files = random_files(E.www, (('big.bin', 5 << 20), ('huge.bin', 32 << 20), ('small.bin', 200 << 10)))
     E.http = HttpServer(E.www)
     E.tls = Server('tls', 'tls')
     E.quic = Server('quic', 'quic')
@@ -347,7 +268,8 @@ def test_tls_openssh_proxycommand():
            '-p', str(E.tls.port), f'alknet@{LOOP}']
     p = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
-        ok = wait_until(lambda: p.poll() is not None or socks5_request(socks, port=E.http.port)[0] == 0, 15, 0.2)
+        ok = wait_until(lambda: p.poll() is not None or
+                        (port_open(socks) and socks5_request(socks, port=E.http.port)[0] == 0), 15, 0.2)
         check(ok and p.poll() is None, f'ssh through openssl s_client never came up: rc={p.poll()} '
                                         f'{open(log).read()[-800:] if os.path.exists(log) else ""}')
         fetch_ok(socks, 'big.bin', 'OpenSSH ssh -D through s_client')

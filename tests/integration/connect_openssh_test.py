@@ -22,10 +22,11 @@ import tempfile
 import threading
 import time
 import traceback
+from types import SimpleNamespace
 
-from harness import (DEST_PORTS, LOOP, AlknetLog, HttpServer, TcpListener, TestFailure, check, curl, fd_count,
-                     free_port, keygen, parallel_curls, port_open, random_files, recv_exact, run, run_test, sha,
-                     socks5_request, wait_until)
+from harness import (DEST_PORTS, LOOP, AlknetLog, HttpServer, TcpListener, TestFailure, check, curl, destination_leaks,
+                     fd_count, finish, free_port, keygen, parallel_curls, port_open, random_files, recv_exact, run,
+                     run_test, sha, socks5_request, wait_until)
 
 ALKNET = os.path.abspath(sys.argv[1]) if len(sys.argv) > 1 else ''
 ONLY = sys.argv[2:]
@@ -131,6 +132,18 @@ LogLevel VERBOSE
         kill_tree(self.proc)
         self.proc = None
 
+    def __enter__(self):
+        """Starts it; leaving the with block stops it."""
+        try:
+            self.start()
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def __exit__(self, *exc):
+        self.stop()
+
 
 class Alknet(AlknetLog):
     def __init__(self, name, sshd, identity, extra=(), known_hosts=None, socks_port=None, wait=True, host_key=None):
@@ -220,11 +233,7 @@ def closed_port():
 # ---------------------------------------------------------------------------------------
 # shared fixture: one sshd, one http server, echo servers and a main alknet with forwards
 
-class Env:
-    pass
-
-
-E = Env()
+E = SimpleNamespace()  # the shared fixture, filled in by setup()
 
 
 def setup():
@@ -400,12 +409,8 @@ def socks_works(port, timeout=20):
 
 
 def test_known_hosts_tofu_and_changed_key():
-    sshd = Sshd('kh', E.user_key + '.pub')
     kh = os.path.join(WORK, 'kh-tofu', 'known_hosts')  # a directory that does not exist yet
-    a = b = None
-    try:
-        sshd.start()
-        a = Alknet('kh1', sshd, E.user_key, known_hosts=kh)
+    with Sshd('kh', E.user_key + '.pub') as sshd, Alknet('kh1', sshd, E.user_key, known_hosts=kh) as a:
         check(os.path.exists(kh), 'known_hosts not written on first use')
         text = open(kh).read()
         check(sshd.host_pub_b64 in text and f'[{LOOP}]:{sshd.port}' in text, f'known_hosts content: {text!r}')
@@ -415,47 +420,30 @@ def test_known_hosts_tofu_and_changed_key():
         sshd.stop()
         sshd.new_host_key()
         sshd.start()
-        b = Alknet('kh2', sshd, E.user_key, known_hosts=kh, wait=False)
-        b.wait_log('HAS CHANGED', 10)
-        check('connected transport=' not in b.log(), 'client connected despite a changed host key')
-        rep, s, dt = socks5_request(b.socks, host='localhost', port=E.http.port)
-        check(rep != 0 and s is None, f'SOCKS through a refused session: REP {rep}')
-        check(dt < 2, f'SOCKS failure took {dt:.2f}s')
-        check(open(kh).read() == text, 'known_hosts was modified after a key change')
-    finally:
-        for x in (a, b):
-            if x:
-                x.stop()
-        sshd.stop()
+        with Alknet('kh2', sshd, E.user_key, known_hosts=kh, wait=False) as b:
+            b.wait_log('HAS CHANGED', 10)
+            check('connected transport=' not in b.log(), 'client connected despite a changed host key')
+            rep, s, dt = socks5_request(b.socks, host='localhost', port=E.http.port)
+            check(rep != 0 and s is None, f'SOCKS through a refused session: REP {rep}')
+            check(dt < 2, f'SOCKS failure took {dt:.2f}s')
+            check(open(kh).read() == text, 'known_hosts was modified after a key change')
 
 
 def test_host_key_pin():
-    sshd = Sshd('pin', E.user_key + '.pub')
-    a = b = None
-    try:
-        sshd.start()
+    with Sshd('pin', E.user_key + '.pub') as sshd:
         wrong = 'SHA256:' + 'A' * 43
-        a = Alknet('pin-wrong', sshd, E.user_key, host_key=wrong, wait=False)
-        a.wait_log('mismatch', 10)
-        check('connected transport=' not in a.log(), 'connected despite a wrong pin')
-        rep, s, dt = socks5_request(a.socks, host='localhost', port=E.http.port)
-        check(rep != 0 and dt < 2, f'SOCKS through a wrong pin: REP {rep} in {dt:.2f}s')
-        b = Alknet('pin-right', sshd, E.user_key, host_key=sshd.host_fp)
-        check(socks_works(b.socks), 'pinned session does not carry traffic')
-        check(sshd.host_fp in b.log(), 'connected line lacks the host key fingerprint')
-    finally:
-        for x in (a, b):
-            if x:
-                x.stop()
-        sshd.stop()
+        with Alknet('pin-wrong', sshd, E.user_key, host_key=wrong, wait=False) as a:
+            a.wait_log('mismatch', 10)
+            check('connected transport=' not in a.log(), 'connected despite a wrong pin')
+            rep, s, dt = socks5_request(a.socks, host='localhost', port=E.http.port)
+            check(rep != 0 and dt < 2, f'SOCKS through a wrong pin: REP {rep} in {dt:.2f}s')
+            with Alknet('pin-right', sshd, E.user_key, host_key=sshd.host_fp) as b:
+                check(socks_works(b.socks), 'pinned session does not carry traffic')
+                check(sshd.host_fp in b.log(), 'connected line lacks the host key fingerprint')
 
 
 def test_reconnect_after_sshd_restart():
-    sshd = Sshd('restart', E.user_key + '.pub')
-    a = None
-    try:
-        sshd.start()
-        a = Alknet('restart', sshd, E.user_key)
+    with Sshd('restart', E.user_key + '.pub') as sshd, Alknet('restart', sshd, E.user_key) as a:
         check(socks_works(a.socks), 'first session does not carry traffic')
         sshd.stop()
         a.wait_log('disconnected', 10)
@@ -473,19 +461,12 @@ def test_reconnect_after_sshd_restart():
         dt = time.monotonic() - t0
         check(dt <= budget + 0.5, f'reconnected after {dt:.1f}s, backoff allowed {budget}s')
         check(socks_works(a.socks), 'session after reconnect does not carry traffic')
-    finally:
-        if a:
-            a.stop()
-        sshd.stop()
 
 
 def test_reconnect_reregisters_remote_forward():
-    sshd = Sshd('restart-r', E.user_key + '.pub')
-    a = None
-    try:
-        sshd.start()
-        rport = free_port()
-        a = Alknet('restart-r', sshd, E.user_key, extra=['--remote-forward', f'{rport}:127.0.0.1:{E.echo.port}'])
+    rport = free_port()
+    with Sshd('restart-r', E.user_key + '.pub') as sshd, \
+            Alknet('restart-r', sshd, E.user_key, extra=['--remote-forward', f'{rport}:127.0.0.1:{E.echo.port}']) as a:
         check(wait_until(lambda: port_open(rport), 10), '-R port never opened')
         sshd.stop()
         a.wait_log('disconnected', 10)
@@ -493,10 +474,6 @@ def test_reconnect_reregisters_remote_forward():
         a.wait_log('connected transport=', 5, count=2)
         check(wait_until(lambda: port_open(rport), 10), '-R port not registered again after reconnect')
         echo_roundtrip(rport, '-R after reconnect')
-    finally:
-        if a:
-            a.stop()
-        sshd.stop()
 
 
 def slow_download(out, result):
@@ -635,18 +612,8 @@ def test_cli_errors():
 
 
 def test_logs_never_name_destinations():
-    leaks = []
-    for path in LOGS:
-        if not os.path.exists(path):
-            continue
-        text = open(path, errors='replace').read()
-        for name in DEST_NAMES:
-            if name in text:
-                leaks.append(f'{os.path.basename(path)}: {name}')
-        for p in DEST_PORTS:
-            if re.search(rf'(?<!\d){p}(?!\d)', text):
-                leaks.append(f'{os.path.basename(path)}: port {p}')
-    check(not leaks, 'destinations in logs: ' + ', '.join(sorted(set(leaks))))
+    leaks = destination_leaks(LOGS, DEST_NAMES)
+    check(not leaks, 'destinations in logs: ' + ', '.join(leaks))
 
 
 TESTS = [
@@ -696,12 +663,7 @@ def main():
         failed.append('setup')
     finally:
         teardown()
-        if failed and os.environ.get('ALKNET_KEEP'):
-            print(f'kept {WORK}')
-        else:
-            shutil.rmtree(WORK, ignore_errors=True)
-    print(f'{len(failed)} failed' if failed else 'all passed')
-    return 1 if failed else 0
+    return finish(WORK, failed)
 
 
 if __name__ == '__main__':

@@ -30,15 +30,17 @@ import sys
 import tempfile
 import threading
 import time
+from types import SimpleNamespace
 
-from harness import (LOOP, AlknetLog, TcpListener, TestFailure, check, fd_count, free_port, free_stable_port,
-                     make_keys, recv_exact, run_test, wait_until)
+from harness import (LOOP, AlknetLog, TcpListener, TestFailure, check, fd_count, free_port, free_stable_port, make_keys,
+                     recv_exact, run_test, socks5_request, wait_until)
 
 ALKNET = os.path.abspath(sys.argv[1]) if len(sys.argv) > 1 and not sys.argv[1].startswith('-') else ''
 ONLY = sys.argv[2:]
 SCALE_N = int(os.environ.get('ALKNET_SCALE_TUNNELS', '1000'))
 GARBAGE_N = int(os.environ.get('ALKNET_GARBAGE_INPUTS', '2000'))
 KILL_ROUNDS = int(os.environ.get('ALKNET_KILL_ROUNDS', '20'))
+DEBUG = bool(os.environ.get('FAULTS_DEBUG'))
 NOFILE = 20000  # alknet processes and this script get this many fds (or the hard limit if lower)
 
 WORK = None
@@ -244,24 +246,13 @@ class Target(TcpListener):
 
 
 def socks_connect(socks_port, port, host=LOOP, timeout=10):
-    """SOCKS5 CONNECT; returns (rep, sock or None, seconds). rep -1 = closed without a reply."""
+    """SOCKS5 CONNECT, greeting and request in one write; returns (rep, sock or None, seconds).
+    rep -1 = no connection or closed without a reply."""
     t0 = time.monotonic()
-    s = socket.socket()
-    s.settimeout(timeout)
     try:
-        s.connect((LOOP, socks_port))
-        s.sendall(b'\x05\x01\x00\x05\x01\x00\x01' + socket.inet_aton(host) + struct.pack('>H', port))
-        if recv_exact(s, 2) != b'\x05\x00':
-            raise TestFailure('bad method reply')
-        head = recv_exact(s, 4)
-        recv_exact(s, {1: 4, 4: 16}.get(head[3], 0) + 2)
-        if head[1] != 0:
-            s.close()
-            return head[1], None, time.monotonic() - t0
-        return 0, s, time.monotonic() - t0
-    except (OSError, TestFailure) as e:
-        s.close()
-        if os.environ.get('FAULTS_DEBUG'):
+        return socks5_request(socks_port, host=host, port=port, timeout=timeout, pipelined=True, debug=DEBUG)
+    except OSError as e:
+        if DEBUG:
             print(f'socks_connect: {e!r}', flush=True)
         return -1, None, time.monotonic() - t0
 
@@ -275,11 +266,7 @@ def echo_roundtrip(s, size=4096):
 # ---------------------------------------------------------------------------------------
 # fixture
 
-class Env:
-    pass
-
-
-E = Env()
+E = SimpleNamespace()  # the shared fixture, filled in by setup()
 
 
 def setup():
@@ -321,8 +308,7 @@ def main_procs():
 
 def test_half_close_is_exact():
     """The SOCKS client shuts its write side; the target answers after EOF; every byte arrives."""
-    t = Target('reply_after_eof')
-    try:
+    with Target('reply_after_eof') as t:
         for _ in range(5):
             rep, s, _ = socks_connect(E.cli.socks, t.port)
             check(rep == 0, f'SOCKS CONNECT REP {rep}')
@@ -334,15 +320,12 @@ def test_half_close_is_exact():
                 check(struct.unpack('>Q', head)[0] == len(payload), 'target saw a different byte count')
                 check(recv_exact(s, 100000) == b'x' * 100000, 'reply after EOF differs')
                 check(s.recv(1) == b'', 'no EOF after the reply')
-    finally:
-        t.stop()
 
 
 def test_stalled_target_freed_by_client_cancel():
     """A target that accepts and never reads: closing the SOCKS side frees the tunnel on both ends."""
     base = [p.fds() for p in main_procs()]
-    t = Target('stall')
-    try:
+    with Target('stall') as t:
         socks = []
         for _ in range(50):
             rep, s, _ = socks_connect(E.cli.socks, t.port)
@@ -361,8 +344,6 @@ def test_stalled_target_freed_by_client_cancel():
         figure(f'stalled target: {t.closed_by_peer}/50 target connections closed after the SOCKS side went away')
         check(ok, f'only {t.closed_by_peer} of 50 stalled target connections were closed by the server')
         check_fds_back(main_procs(), base, 'stalled target')
-    finally:
-        t.stop()
 
 
 def test_peer_that_stops_reading_keeps_memory_flat():
@@ -416,8 +397,7 @@ def test_peer_that_stops_reading_keeps_memory_flat():
 def test_half_open_peer():
     """A SOCKS client that half-closes and then vanishes (RST) while the target still talks."""
     base = [p.fds() for p in main_procs()]
-    t = Target('blast')
-    try:
+    with Target('blast') as t:
         for _ in range(20):
             rep, s, _ = socks_connect(E.cli.socks, t.port)
             check(rep == 0, f'SOCKS CONNECT REP {rep}')
@@ -429,8 +409,6 @@ def test_half_open_peer():
         with socket.create_connection((LOOP, E.lport), timeout=10) as s:
             check(echo_roundtrip(s), '-L echo failed')
         check_fds_back(main_procs(), base, 'half-open peers')
-    finally:
-        t.stop()
 
 
 def test_permit_open_and_link_local_refused():

@@ -8,6 +8,7 @@ import hashlib
 import http.server
 import os
 import random
+import re
 import signal
 import shutil
 import socket
@@ -170,6 +171,12 @@ class AlknetLog:
             raise TestFailure(f'alknet[{self.name}] log lacks {needle!r} x{count} after {timeout}s; '
                               f'rc={self.proc.poll()} log:\n{self.log()[-3000:]}')
 
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.stop()
+
 
 class QuietHandler(http.server.SimpleHTTPRequestHandler):
     def log_message(self, *a):
@@ -272,39 +279,37 @@ def recv_exact(s, n):
     return out
 
 
-def socks5_request(socks_port, cmd=1, host=LOOP, port=80, timeout=10):
-    """One SOCKS5 request (CONNECT by default) for an IPv4 address or a name: returns
-    (rep, sock or None, elapsed). rep -1 = connection closed without a reply. Raises OSError when
-    nothing listens on socks_port."""
+def socks5_request(socks_port, cmd=1, host=LOOP, port=80, timeout=10, pipelined=False, debug=False):
+    """One SOCKS5 request without authentication (CONNECT by default) for an IPv4 address or a
+    name: returns (rep, sock or None, elapsed); rep -1 = the connection failed or closed without a
+    reply (debug: print why). Raises OSError when nothing listens on socks_port. pipelined: the
+    greeting and the request go out in one write, before the method reply."""
     t0 = time.monotonic()
     s = socket.create_connection((LOOP, socks_port), timeout=timeout)
     s.settimeout(timeout)
     try:
-        s.sendall(b'\x05\x01\x00')
-        if s.recv(2) != b'\x05\x00':
-            s.close()
-            return -1, None, time.monotonic() - t0
-        try:
-            addr = b'\x01' + socket.inet_pton(socket.AF_INET, host)
-        except OSError:
-            addr = b'\x03' + bytes([len(host)]) + host.encode()
-        s.sendall(b'\x05' + bytes([cmd]) + b'\x00' + addr + struct.pack('>H', port))
-        head = s.recv(4)
-        if len(head) < 2:
-            s.close()
-            return -1, None, time.monotonic() - t0
-        head += recv_exact(s, 4 - len(head)) if len(head) < 4 else b''
+        addr = b'\x01' + socket.inet_pton(socket.AF_INET, host)
+    except OSError:
+        addr = b'\x03' + bytes([len(host)]) + host.encode()
+    request = b'\x05' + bytes([cmd]) + b'\x00' + addr + struct.pack('>H', port)
+    try:
+        s.sendall(b'\x05\x01\x00' + (request if pipelined else b''))
+        if recv_exact(s, 2) != b'\x05\x00':
+            raise TestFailure('bad method reply')
+        if not pipelined:
+            s.sendall(request)
+        head = recv_exact(s, 4)
         rest = {1: 4, 4: 16}.get(head[3])
-        if rest is None:
-            rest = recv_exact(s, 1)[0]
-        recv_exact(s, rest + 2)
-        if head[1] != 0:
-            s.close()
-            return head[1], None, time.monotonic() - t0
-        return 0, s, time.monotonic() - t0
-    except (socket.timeout, ConnectionError, TestFailure):
+        recv_exact(s, (recv_exact(s, 1)[0] if rest is None else rest) + 2)
+        rep = head[1]
+    except (OSError, TestFailure) as e:
+        if debug:
+            print(f'socks5_request: {e!r}', flush=True)
+        rep = -1
+    if rep != 0:
         s.close()
-        return -1, None, time.monotonic() - t0
+        return rep, None, time.monotonic() - t0
+    return 0, s, time.monotonic() - t0
 
 
 def curl_args(socks_port, url, out, extra=(), max_time=55):
@@ -340,8 +345,33 @@ def parallel_curls(socks_port, jobs, want_sha, max_time):
     check(not bad, '; '.join(bad))
 
 
+def destination_leaks(log_paths, names=()):
+    """Sorted 'log: what' for each of names, and each port of DEST_PORTS, that a log file names."""
+    leaks = set()
+    for path in log_paths:
+        if not os.path.exists(path):
+            continue
+        with open(path, errors='replace') as f:
+            text = f.read()
+        leaks.update(f'{os.path.basename(path)}: {name}' for name in names if name in text)
+        leaks.update(f'{os.path.basename(path)}: port {p}' for p in DEST_PORTS
+                     if re.search(rf'(?<!\d){p}(?!\d)', text))
+    return sorted(leaks)
+
+
 # ---------------------------------------------------------------------------------------
 # runner
+
+def finish(work, failed):
+    """Removes the work directory (kept, and named, when a test failed and ALKNET_KEEP is set),
+    prints the summary line and returns the exit status."""
+    if failed and os.environ.get('ALKNET_KEEP'):
+        print(f'kept {work}')
+    else:
+        shutil.rmtree(work, ignore_errors=True)
+    print(f'{len(failed)} failed' if failed else 'all passed')
+    return 1 if failed else 0
+
 
 def run_test(t, name, failed):
     """Runs one test function, prints PASS/FAIL, appends name to failed on failure."""

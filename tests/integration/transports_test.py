@@ -25,10 +25,11 @@ import tempfile
 import threading
 import time
 import traceback
+from types import SimpleNamespace
 
-from harness import (DEST_PORTS, LOOP, AlknetLog, HttpServer, TcpListener, TestFailure, check, curl, fd_count,
-                     free_port, free_stable_port, make_keys, parallel_curls, port_open, random_files, run, run_test,
-                     sha, socks5_request, wait_until)
+from harness import (LOOP, AlknetLog, HttpServer, TcpListener, TestFailure, check, curl, destination_leaks, fd_count,
+                     finish, free_port, free_stable_port, make_keys, parallel_curls, port_open, random_files, run,
+                     run_test, sha, socks5_request, wait_until)
 
 ALKNET = os.path.abspath(sys.argv[1]) if len(sys.argv) > 1 else ''
 ONLY = sys.argv[2:]
@@ -45,12 +46,12 @@ RATES = {}           # name -> MB/s, printed at the end
 class Proc(AlknetLog):
     """An alknet process with its log file."""
 
-    def __init__(self, name, args):
+    def __init__(self, name, args, prefix=()):
         self.name = name
         self.log_path = os.path.join(WORK, f'alknet-{name}.log')
         LOGS.append(self.log_path)
         self.logf = open(self.log_path, 'ab')
-        self.proc = subprocess.Popen([ALKNET, *args], stdin=subprocess.DEVNULL, stdout=self.logf,
+        self.proc = subprocess.Popen([*prefix, ALKNET, *args], stdin=subprocess.DEVNULL, stdout=self.logf,
                                      stderr=subprocess.STDOUT)
 
     def alive(self):
@@ -72,15 +73,7 @@ class Server(Proc):
         if transport != 'tcp':
             args += ['--tls-cert', E.cert, '--tls-key', E.key]
         args += list(extra)
-        if netns:
-            args = ['ip', 'netns', 'exec', netns[0], ALKNET, *args]
-            self.name = name
-            self.log_path = os.path.join(WORK, f'alknet-{name}.log')
-            LOGS.append(self.log_path)
-            self.logf = open(self.log_path, 'ab')
-            self.proc = subprocess.Popen(args, stdin=subprocess.DEVNULL, stdout=self.logf, stderr=subprocess.STDOUT)
-        else:
-            super().__init__(name, args)
+        super().__init__(name, args, prefix=['ip', 'netns', 'exec', netns[0]] if netns else ())
         if wait:
             self.wait_log('listening on', 10)
 
@@ -175,11 +168,7 @@ def parallel_downloads(socks_port, n, name):
 # ---------------------------------------------------------------------------------------
 # shared fixture
 
-class Env:
-    pass
-
-
-E = Env()
+E = SimpleNamespace()  # the shared fixture, filled in by setup()
 
 
 def setup():
@@ -204,8 +193,7 @@ def teardown():
 # tls
 
 def test_tls_curl_5mb_byte_exact():
-    c = Client('tls-main', E.tls.port, 'tls')
-    try:
+    with Client('tls-main', E.tls.port, 'tls') as c:
         dt = fetch_ok(c.socks, 'big.bin', 'tls 5 MB')
         RATES['tls 5 MB (curl via SOCKS5)'] = 5 * 1.048576 / dt
         fetch_ok(c.socks, 'big.bin', 'tls 5 MB by name', host='localhost')
@@ -214,13 +202,10 @@ def test_tls_curl_5mb_byte_exact():
         check('connection opened remote_addr=127.0.0.1 transport=tls' in E.tls.log(),
               'server did not log transport=tls')
         check('connected transport=tls' in c.log(), 'client did not log transport=tls')
-    finally:
-        c.stop()
 
 
 def test_tls_refuses_self_signed_without_trust():
-    c = Client('tls-untrusted', E.tls.port, 'tls', wait=False, trust=False)
-    try:
+    with Client('tls-untrusted', E.tls.port, 'tls', wait=False, trust=False) as c:
         c.wait_log('connect failed', 10)
         log = c.log()
         check('connected transport=' not in log, 'client connected to an untrusted certificate')
@@ -229,29 +214,18 @@ def test_tls_refuses_self_signed_without_trust():
         rep, s, dt = socks5_request(c.socks, port=E.http.port)
         check(rep != 0 and s is None, f'SOCKS through a refused transport: REP {rep}')
         check(dt < 2, f'SOCKS failure took {dt:.2f}s')
-    finally:
-        c.stop()
     # A certificate for another name is refused even with the CA trusted.
-    c = Client('tls-wrong-name', E.tls.port, 'tls', wait=False, extra=['--tls-server-name', 'example.com'])
-    try:
+    with Client('tls-wrong-name', E.tls.port, 'tls', wait=False, extra=['--tls-server-name', 'example.com']) as c:
         c.wait_log('connect failed', 10)
         check('connected transport=' not in c.log(), 'client accepted a certificate for another name')
-    finally:
-        c.stop()
 
 
 def test_tls_accepts_with_ca_and_with_insecure():
-    c = Client('tls-ca-name', E.tls.port, 'tls', extra=['--tls-server-name', 'localhost'])
-    try:
+    with Client('tls-ca-name', E.tls.port, 'tls', extra=['--tls-server-name', 'localhost']) as c:
         fetch_ok(c.socks, what='--tls-ca + --tls-server-name localhost')
-    finally:
-        c.stop()
-    c = Client('tls-insecure', E.tls.port, 'tls', trust=False, extra=['--insecure'])
-    try:
+    with Client('tls-insecure', E.tls.port, 'tls', trust=False, extra=['--insecure']) as c:
         check('warning: --insecure' in c.log(), '--insecure without a warning')
         fetch_ok(c.socks, what='--insecure')
-    finally:
-        c.stop()
 
 
 def test_tls_openssh_proxycommand():
@@ -305,8 +279,7 @@ def tls_raw_probe(port, send, alpn=None, timeout=15):
 
 
 def test_stealth_looks_like_nginx():
-    srv = Server('stealth', 'tls', extra=['--stealth'])
-    try:
+    with Server('stealth', 'tls', extra=['--stealth']) as srv:
         # curl -k (offers h2 and http/1.1): the raw response, as curl -i prints it.
         r = run(['curl', '-k', '-sS', '-i', '--max-time', '15', f'https://{LOOP}:{srv.port}/'], timeout=20)
         check(r.stdout == NOT_FOUND, f'curl -k got {r.stdout!r} (rc={r.returncode} {r.stderr[-200:]!r})')
@@ -336,15 +309,10 @@ def test_stealth_looks_like_nginx():
         check('connection opened' not in log and 'auth attempt' not in log,
               f'probes were logged as connections: {log[-600:]!r}')
         # An alknet client still gets its tunnel.
-        c = Client('stealth-client', srv.port, 'tls')
-        try:
+        with Client('stealth-client', srv.port, 'tls') as c:
             fetch_ok(c.socks, 'big.bin', 'through a stealth server')
-        finally:
-            c.stop()
         rc, dt = srv.stop()
         check(rc == 0, f'stealth server exit {rc}')
-    finally:
-        srv.stop()
 
 
 def expect_cli_error(args, what, needle=None):
@@ -414,8 +382,7 @@ def slow_download(socks, out, result):
 
 
 def test_tls_garbage_costs_nothing():
-    c = Client('tls-garbage', E.tls.port, 'tls')
-    try:
+    with Client('tls-garbage', E.tls.port, 'tls') as c:
         pid = E.tls.proc.pid
         time.sleep(0.3)
         baseline = fd_count(pid)
@@ -445,8 +412,6 @@ def test_tls_garbage_costs_nothing():
         check(E.tls.log().count('connection opened') == opened, 'garbage was logged as a connection')
         check(E.tls.alive(), 'server died')
         fetch_ok(c.socks, what='after garbage')
-    finally:
-        c.stop()
 
 
 def test_per_ip_cap_all_transports():
@@ -492,8 +457,7 @@ def test_sigterm_with_live_sessions():
 # quic
 
 def test_quic_32mb_byte_exact():
-    c = Client('quic-main', E.quic.port, 'quic')
-    try:
+    with Client('quic-main', E.quic.port, 'quic') as c:
         dt = fetch_ok(c.socks, 'huge.bin', 'quic 32 MB')
         RATES['quic 32 MB (curl via SOCKS5)'] = 32 * 1.048576 / dt
         out = os.path.join(WORK, 'direct-huge')
@@ -504,31 +468,20 @@ def test_quic_32mb_byte_exact():
         check('connection opened remote_addr=127.0.0.1 transport=quic' in E.quic.log(),
               'server did not log transport=quic')
         parallel_downloads(c.socks, 16, 'big.bin')
-    finally:
-        c.stop()
 
 
 def test_quic_certificate_rules():
-    c = Client('quic-untrusted', E.quic.port, 'quic', wait=False, trust=False)
-    try:
+    with Client('quic-untrusted', E.quic.port, 'quic', wait=False, trust=False) as c:
         c.wait_log('connect failed', 15)
         check('connected transport=' not in c.log(), 'quic client accepted an untrusted certificate')
         check('certificate' in c.log(), f'log does not say why: {c.log()[-400:]!r}')
         rep, s, dt = socks5_request(c.socks, port=E.http.port)
         check(rep != 0 and dt < 2, f'SOCKS through a refused quic transport: REP {rep} in {dt:.2f}s')
-    finally:
-        c.stop()
-    c = Client('quic-insecure', E.quic.port, 'quic', trust=False, extra=['--insecure'])
-    try:
+    with Client('quic-insecure', E.quic.port, 'quic', trust=False, extra=['--insecure']) as c:
         check('warning: --insecure' in c.log(), '--insecure without a warning')
         fetch_ok(c.socks, what='quic --insecure')
-    finally:
-        c.stop()
-    c = Client('quic-by-name', E.quic.port, 'quic', server_host='localhost')
-    try:
+    with Client('quic-by-name', E.quic.port, 'quic', server_host='localhost') as c:
         fetch_ok(c.socks, what='quic to --server localhost (certificate checked against the name)')
-    finally:
-        c.stop()
 
 
 def test_quic_server_restart_reconnects():
@@ -664,24 +617,18 @@ def junk_datagrams(port, n=3000):
 
 
 def test_quic_junk_datagrams():
-    c = Client('quic-junk', E.quic.port, 'quic')
-    try:
+    with Client('quic-junk', E.quic.port, 'quic') as c:
         pid = E.quic.proc.pid
         baseline = fd_count(pid)
         opened = E.quic.log().count('connection opened')
         junk_datagrams(E.quic.port)
         check(E.quic.alive(), 'quic server died from junk datagrams')
         fetch_ok(c.socks, 'big.bin', 'quic session after junk')
-        c2 = Client('quic-after-junk', E.quic.port, 'quic')
-        try:
+        with Client('quic-after-junk', E.quic.port, 'quic') as c2:
             fetch_ok(c2.socks, what='new quic client after junk')
-        finally:
-            c2.stop()
         check(E.quic.log().count('connection opened') == opened + 1, 'junk was logged as a connection')
         ok = wait_until(lambda: fd_count(pid) <= baseline, 10, step=0.2)
         check(ok, f'quic server fds did not return to baseline: {fd_count(pid)} > {baseline}')
-    finally:
-        c.stop()
 
 
 # ---------------------------------------------------------------------------------------
@@ -911,15 +858,8 @@ def test_quic_lossy_link():
 
 
 def test_logs_never_name_destinations():
-    leaks = []
-    for path in LOGS:
-        if not os.path.exists(path):
-            continue
-        text = open(path, errors='replace').read()
-        for p in DEST_PORTS:
-            if re.search(rf'(?<!\d){p}(?!\d)', text):
-                leaks.append(f'{os.path.basename(path)}: port {p}')
-    check(not leaks, 'destinations in logs: ' + ', '.join(sorted(set(leaks))))
+    leaks = destination_leaks(LOGS)
+    check(not leaks, 'destinations in logs: ' + ', '.join(leaks))
 
 
 TESTS = [
@@ -982,12 +922,7 @@ def main():
         teardown()
         for k, v in RATES.items():
             print(f'rate: {k}: {v:.1f} MB/s')
-        if failed and os.environ.get('ALKNET_KEEP'):
-            print(f'kept {WORK}')
-        else:
-            shutil.rmtree(WORK, ignore_errors=True)
-    print(f'{len(failed)} failed' if failed else 'all passed')
-    return 1 if failed else 0
+    return finish(WORK, failed)
 
 
 if __name__ == '__main__':

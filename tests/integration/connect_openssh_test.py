@@ -25,8 +25,8 @@ import traceback
 from types import SimpleNamespace
 
 from harness import (DEST_PORTS, LOOP, AlknetLog, HttpServer, TcpListener, TestFailure, check, curl, destination_leaks,
-                     fd_count, finish, free_port, keygen, parallel_curls, port_open, random_files, recv_exact, run,
-                     run_test, sha, socks5_request, wait_until)
+                     fd_count, finish, free_port, keygen, parallel_curls, port_open, random_files, recv_all, recv_exact,
+                     run, run_test, sha, socks5_request, wait_until)
 
 ALKNET = os.path.abspath(sys.argv[1]) if len(sys.argv) > 1 else ''
 ONLY = sys.argv[2:]
@@ -188,14 +188,8 @@ def echo_handler(s):
 
 def after_eof_handler(s):
     """Reads to EOF, then answers with the byte count and sha256: a half-close probe."""
-    h, n = hashlib.sha256(), 0
-    while True:
-        b = s.recv(65536)
-        if not b:
-            break
-        h.update(b)
-        n += len(b)
-    s.sendall(f'got {n} {h.hexdigest()}\n'.encode())
+    data = recv_all(s)
+    s.sendall(f'got {len(data)} {hashlib.sha256(data).hexdigest()}\n'.encode())
     s.shutdown(socket.SHUT_WR)
 
 
@@ -209,13 +203,7 @@ class ReverseHalfClose:
         def handler(s):
             s.sendall(b'server-first\n')
             s.shutdown(socket.SHUT_WR)
-            data = b''
-            while True:
-                b = s.recv(65536)
-                if not b:
-                    break
-                data += b
-            self.received.append(data)
+            self.received.append(recv_all(s))
             self.done.set()
         self.server = TcpServer(handler)
 
@@ -319,13 +307,7 @@ def test_socks4a_connect():
         rep = recv_exact(s, 8)
         check(rep[0] == 0 and rep[1] == 0x5A, f'SOCKS4a reply {rep.hex()}')
         s.sendall(b'GET /small.bin HTTP/1.0\r\nHost: x\r\n\r\n')
-        data = b''
-        while True:
-            b = s.recv(65536)
-            if not b:
-                break
-            data += b
-        head, _, body = data.partition(b'\r\n\r\n')
+        head, _, body = recv_all(s).partition(b'\r\n\r\n')
         check(head.startswith(b'HTTP/1.0 200'), f'SOCKS4a http status {head[:40]!r}')
         check(hashlib.sha256(body).hexdigest() == E.files['small.bin'], 'SOCKS4a body differs')
 
@@ -359,12 +341,7 @@ def half_close_probe(s, what):
     payload = os.urandom(300000)
     s.sendall(payload)
     s.shutdown(socket.SHUT_WR)
-    data = b''
-    while True:
-        b = s.recv(65536)
-        if not b:
-            break
-        data += b
+    data = recv_all(s)
     want = f'got {len(payload)} {hashlib.sha256(payload).hexdigest()}\n'.encode()
     check(data == want, f'{what}: reply after half-close {data[:80]!r}')
 
@@ -389,12 +366,7 @@ def test_half_close():
     check(rep == 0, f'SOCKS CONNECT REP {rep}')
     with s:
         s.settimeout(20)
-        data = b''
-        while True:
-            b = s.recv(100)
-            if not b:
-                break
-            data += b
+        data = recv_all(s, 100)
         check(data == b'server-first\n', f'server-first data {data!r}')
         s.sendall(b'client-after-eof')
         s.shutdown(socket.SHUT_WR)

@@ -145,7 +145,17 @@ def random_files(www, sizes):
 # ---------------------------------------------------------------------------------------
 # peers
 
-class AlknetLog:
+class Stoppable:
+    """A with block stops it (self.stop()) on the way out."""
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.stop()
+
+
+class AlknetLog(Stoppable):
     """Log reading and stopping for an alknet process: needs self.name, self.proc, self.log_path
     and self.logf (the open log file the process writes to)."""
 
@@ -171,12 +181,6 @@ class AlknetLog:
             raise TestFailure(f'alknet[{self.name}] log lacks {needle!r} x{count} after {timeout}s; '
                               f'rc={self.proc.poll()} log:\n{self.log()[-3000:]}')
 
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        self.stop()
-
 
 class QuietHandler(http.server.SimpleHTTPRequestHandler):
     def log_message(self, *a):
@@ -198,12 +202,12 @@ class HttpServer:
         self.srv.server_close()
 
 
-class TcpListener:
+class TcpListener(Stoppable):
     """A threaded TCP server on 127.0.0.1 (a free port): accepts in a daemon thread and runs
     handler(conn) per connection in a daemon thread of its own, closing conn when it returns
     (an OSError from the handler ends that connection quietly). .port, .accepted (a count);
-    close() stops accepting and shuts every live connection down (its handler sees EOF or an
-    error and returns); usable as a context manager."""
+    close() (also stop(), and leaving a with block) stops accepting and shuts every live
+    connection down: its handler sees EOF or an error and returns, and its thread closes it."""
 
     def __init__(self, handler, backlog=128):
         self.handler = handler
@@ -257,12 +261,7 @@ class TcpListener:
             except OSError:
                 pass
 
-    stop = close
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
+    def stop(self):
         self.close()
 
 
@@ -277,6 +276,16 @@ def recv_exact(s, n):
             raise TestFailure(f'connection closed after {len(out)} of {n} bytes')
         out += b
     return out
+
+
+def recv_all(s, chunk=65536):
+    """Everything s delivers until EOF."""
+    data = b''
+    while True:
+        b = s.recv(chunk)
+        if not b:
+            return data
+        data += b
 
 
 def socks5_request(socks_port, cmd=1, host=LOOP, port=80, timeout=10, pipelined=False, debug=False):

@@ -27,9 +27,9 @@ import time
 import traceback
 from types import SimpleNamespace
 
-from harness import (LOOP, AlknetLog, HttpServer, TcpListener, TestFailure, check, curl, destination_leaks, fd_count,
-                     finish, free_port, free_stable_port, make_keys, parallel_curls, port_open, random_files, run,
-                     run_test, sha, socks5_request, wait_until)
+from harness import (LOOP, AlknetLog, HttpServer, Stoppable, TcpListener, TestFailure, check, curl, destination_leaks,
+                     fd_count, finish, free_port, free_stable_port, make_keys, parallel_curls, port_open, random_files,
+                     run, run_test, sha, socks5_request, wait_until)
 
 ALKNET = os.path.abspath(sys.argv[1]) if len(sys.argv) > 1 else ''
 ONLY = sys.argv[2:]
@@ -538,20 +538,13 @@ def test_quic_survives_nat_rebinding():
     """The client's address as the server sees it changes mid-transfer, several times (a NAT
     rebinding, or the client moving between networks behind the same relay): the QUIC connection
     migrates (path validation by ngtcp2) and the SSH session never reconnects."""
-    relay = c = None
-    try:
-        relay = RebindingUdpRelay(E.quic.port)
-        c = Client('quic-rebind', relay.port, 'quic', extra=['--tls-server-name', 'localhost'])
+    with RebindingUdpRelay(E.quic.port) as relay, \
+            Client('quic-rebind', relay.port, 'quic', extra=['--tls-server-name', 'localhost']) as c:
         fetch_ok(c.socks, 'huge.bin', 'across rebindings')
         check(relay.rebinds >= 2, f'only {relay.rebinds} rebindings happened')
         check(c.log().count('connected transport=quic') == 1 and 'disconnected' not in c.log(),
               'the session reconnected: ' + c.log()[-500:])
         print(f'  ({relay.rebinds} rebindings in {relay.seen} client datagrams, one session)', flush=True)
-    finally:
-        if c:
-            c.stop()
-        if relay:
-            relay.stop()
 
 
 def test_quic_idle_timeout_and_keepalive():
@@ -645,7 +638,7 @@ def sh(*cmd):
         raise TestFailure(f'{" ".join(cmd)}: {r.stderr.decode().strip()}')
 
 
-class LossyUdpRelay:
+class LossyUdpRelay(Stoppable):
     """Userspace stand-in for netem when the kernel has none: forwards one client's datagrams
     to the server and back, dropping `loss` of them and delaying the rest by `delay` each way."""
 
@@ -797,17 +790,10 @@ def test_quic_lossy_link():
     a userspace relay on the host side adds the 20 ms."""
     if not netns_available():
         print('  (not root or no ip netns: userspace lossy relay on loopback only)', flush=True)
-        relay = c = None
-        try:
-            relay = LossyUdpRelay(E.quic.port)
-            c = Client('quic-lossy', relay.port, 'quic', extra=['--tls-server-name', 'localhost'])
+        with LossyUdpRelay(E.quic.port) as relay, \
+                Client('quic-lossy', relay.port, 'quic', extra=['--tls-server-name', 'localhost']) as c:
             lossy_downloads(c, LOOP, E.http.port, 'userspace relay')
             check(relay.dropped > 0, 'the relay dropped nothing')
-        finally:
-            if c:
-                c.stop()
-            if relay:
-                relay.stop()
         return
     netem = netem_available()
     srv = c = http = relay = None

@@ -24,9 +24,9 @@ import time
 import traceback
 from types import SimpleNamespace
 
-from harness import (DEST_PORTS, LOOP, AlknetLog, HttpServer, TcpListener, TestFailure, check, curl, destination_leaks,
-                     fd_count, finish, free_port, keygen, parallel_curls, port_open, random_files, recv_all, recv_exact,
-                     run, run_test, sha, socks5_request, wait_until)
+from harness import (DEST_PORTS, LOOP, AlknetLog, HttpServer, Stoppable, TcpListener, TestFailure, check, curl,
+                     destination_leaks, fd_count, finish, free_port, keygen, parallel_curls, port_open, random_files,
+                     recv_all, recv_exact, run, run_test, sha, socks5_request, wait_until)
 
 ALKNET = os.path.abspath(sys.argv[1]) if len(sys.argv) > 1 else ''
 ONLY = sys.argv[2:]
@@ -84,7 +84,7 @@ def kill_tree(proc):
 # ---------------------------------------------------------------------------------------
 # peers
 
-class Sshd:
+class Sshd(Stoppable):
     def __init__(self, name, user_pub, port=None):
         self.dir = os.path.join(WORK, 'sshd-' + name)
         os.makedirs(self.dir, exist_ok=True)
@@ -140,9 +140,6 @@ LogLevel VERBOSE
             self.stop()
             raise
         return self
-
-    def __exit__(self, *exc):
-        self.stop()
 
 
 class Alknet(AlknetLog):

@@ -21,12 +21,11 @@ import sys
 import tempfile
 import threading
 import time
-import traceback
 from types import SimpleNamespace
 
 from harness import (DEST_PORTS, LOOP, AlknetLog, HttpServer, Stoppable, TcpListener, TestFailure, check, curl,
                      destination_leaks, fd_count, finish, free_port, keygen, parallel_curls, port_open, random_files,
-                     recv_all, recv_exact, run, run_test, sha, socks5_request, wait_until)
+                     recv_all, recv_exact, run, run_tests, sha, socks5_request, wait_until)
 
 ALKNET = os.path.abspath(sys.argv[1]) if len(sys.argv) > 1 else ''
 ONLY = sys.argv[2:]
@@ -615,23 +614,7 @@ def main():
         return 77
     WORK = tempfile.mkdtemp(prefix='alknet-connect-it-')
     failed = []
-    try:
-        setup()
-        for t in TESTS:
-            name = t.__name__[5:]
-            if ONLY and not any(o in name for o in ONLY):
-                continue
-            run_test(t, name, failed)
-            if E.main.proc.poll() is not None:
-                print(f'FAIL main alknet exited rc={E.main.proc.returncode}:\n{E.main.log()[-3000:]}', flush=True)
-                failed.append('main-alive')
-                break
-    except Exception as e:  # noqa: BLE001
-        print(f'FAIL setup: {type(e).__name__}: {e}', flush=True)
-        traceback.print_exc()
-        failed.append('setup')
-    finally:
-        teardown()
+    run_tests(setup, teardown, TESTS, ONLY, failed, watch=lambda: (E.main,))
     return finish(WORK, failed)
 
 

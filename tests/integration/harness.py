@@ -371,6 +371,35 @@ def destination_leaks(log_paths, names=()):
 # ---------------------------------------------------------------------------------------
 # runner
 
+def run_tests(setup, teardown, tests, only, failed, watch=lambda: (), always=(), after=None):
+    """A script's run: setup(); each test whose name (test_ stripped) contains one of the strings
+    in only (every test when only is empty, those in always regardless); after() if given;
+    teardown() in any case. After each test every AlknetLog of watch() must still run: one that
+    exited is a failure, '<name>-alive', and ends the run. An exception out of setup or after is
+    a failure named 'setup'. Failures are appended to failed."""
+    try:
+        setup()
+        for t in tests:
+            name = t.__name__[5:]
+            if only and not any(o in name for o in only) and t not in always:
+                continue
+            run_test(t, name, failed)
+            dead = [p for p in watch() if p.proc.poll() is not None]
+            for p in dead:
+                print(f'FAIL alknet[{p.name}] exited rc={p.proc.returncode}:\n{p.log()[-3000:]}', flush=True)
+                failed.append(f'{p.name}-alive')
+            if dead:
+                break
+        if after:
+            after()
+    except Exception as e:  # noqa: BLE001 - a failed setup fails the run
+        print(f'FAIL setup: {type(e).__name__}: {e}', flush=True)
+        traceback.print_exc()
+        failed.append('setup')
+    finally:
+        teardown()
+
+
 def finish(work, failed):
     """Removes the work directory (kept, and named, when a test failed and ALKNET_KEEP is set),
     prints the summary line and returns the exit status."""

@@ -24,12 +24,11 @@ import sys
 import tempfile
 import threading
 import time
-import traceback
 from types import SimpleNamespace
 
 from harness import (LOOP, AlknetLog, HttpServer, Stoppable, TcpListener, TestFailure, check, curl, destination_leaks,
                      fd_count, finish, free_port, free_stable_port, make_keys, parallel_curls, port_open, random_files,
-                     run, run_test, sha, socks5_request, wait_until)
+                     run, run_tests, sha, socks5_request, wait_until)
 
 ALKNET = os.path.abspath(sys.argv[1]) if len(sys.argv) > 1 else ''
 ONLY = sys.argv[2:]
@@ -882,32 +881,18 @@ def main():
         return 77
     WORK = tempfile.mkdtemp(prefix='alknet-transports-it-')
     failed = []
-    try:
-        setup()
-        for t in TESTS:
-            name = t.__name__[5:]
-            if ONLY and not any(o in name for o in ONLY) and t is not test_logs_never_name_destinations:
-                continue
-            run_test(t, name, failed)
-            for s in (E.tls, E.quic):
-                if not s.alive():
-                    print(f'FAIL {s.name} server exited rc={s.proc.returncode}:\n{s.log()[-3000:]}', flush=True)
-                    failed.append(f'{s.name}-alive')
-            if any(f.endswith('-alive') for f in failed):
-                break
+
+    def sigterm_servers():
         for s in (E.tls, E.quic):
             rc, dt = s.stop()
             if rc != 0 or dt > 3.5:
                 failed.append(f'{s.name}-sigterm')
                 print(f'FAIL {s.name} server: SIGTERM exit {rc} after {dt:.1f}s', flush=True)
-    except Exception as e:  # noqa: BLE001
-        print(f'FAIL setup: {type(e).__name__}: {e}', flush=True)
-        traceback.print_exc()
-        failed.append('setup')
-    finally:
-        teardown()
-        for k, v in RATES.items():
-            print(f'rate: {k}: {v:.1f} MB/s')
+
+    run_tests(setup, teardown, TESTS, ONLY, failed, watch=lambda: (E.tls, E.quic),
+              always=(test_logs_never_name_destinations,), after=sigterm_servers)
+    for k, v in RATES.items():
+        print(f'rate: {k}: {v:.1f} MB/s')
     return finish(WORK, failed)
 
 

@@ -1,6 +1,4 @@
 // alknet: one binary, two subcommands.
-#include <gcrypt.h>
-
 #include <cstdio>
 #include <cstdlib>
 #include <string>
@@ -12,10 +10,6 @@
 #include "server/serve.hpp"
 
 int main(int argc, char **argv) {
-  // libssh asks libgcrypt for random padding on every packet; the default CSPRNG re-mixes its
-  // pool each time (40% of a sender's CPU in callgrind). The system RNG (getrandom) is as
-  // strong for padding and nonces and 15x cheaper. Must precede libgcrypt's initialisation.
-  gcry_control(GCRYCTL_SET_PREFERRED_RNG_TYPE, GCRY_RNG_TYPE_SYSTEM);
   std::vector<std::string_view> args(argv + 1, argv + argc);
   auto parsed = alk::cli::parse_args(args, [](const char *name) { return std::getenv(name); });
   if (auto *err = std::get_if<std::string>(&parsed)) {

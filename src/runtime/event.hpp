@@ -1,6 +1,6 @@
 // A level-triggered, single-thread async event: coroutines wait until it is set.
 // set() never resumes a waiter inline: waiters go to the reactor's ready queue, so it is
-// safe to call from inside library callbacks (libssh, BoringSSL) deep in another stack.
+// safe to call from inside library callbacks (BoringSSL, ngtcp2) deep in another stack.
 #pragma once
 
 #include <coroutine>

@@ -55,8 +55,8 @@ struct Conn {
   ssh::ServerSession *ss = nullptr;
   Grant grant;
   bool stopping = false;
-  // Tunnels (dials and pumps). Ended before the session is disconnected: libssh 0.10's
-  // ssh_disconnect frees every ssh_channel, so no Channel may outlive that call.
+  // Tunnels (dials and pumps). Ended before the session is disconnected: a Channel and a
+  // pending ChannelOpen point at the session, so none may outlive it.
   rt::Scope tasks;
   // After tasks: the accept loops spawn into tasks, so they must stop first.
   std::map<std::pair<std::string, uint16_t>, std::unique_ptr<RemoteForward>> forwards;
@@ -293,8 +293,8 @@ rt::Task<void> Server::dial_and_pump(ssh::ChannelOpen op, bool allowed) {
       rep = dial_error_to_rep(r.error().code);
     }
   }
-  // alknet clients are told the dial's outcome as a SOCKS REP code (libssh 0.10 could only say
-  // "administratively prohibited" for every failure); others get confirmation or refusal.
+  // alknet clients are told the dial's outcome as an exact SOCKS REP code; others get
+  // confirmation or an open failure with OpenSSH's reason code and wording.
   auto ch = op.answer(rep);
   if (!ch) co_return;
   stream::FdStream to(std::move(target));

@@ -3,9 +3,11 @@
 
 #include <functional>
 #include <memory>
+#include <optional>
 #include <string>
 
 #include "runtime/result.hpp"
+#include "ssh/keys.hpp"
 #include "ssh/session.hpp"
 
 namespace alk::ssh {
@@ -15,13 +17,16 @@ class Identity {
  public:
   // Refuses PEM keys and passphrase-protected keys with a message that says what to do.
   static rt::Result<std::shared_ptr<Identity>> load(const std::string &path);
-  ~Identity();
-  ssh_key key() const { return key_; }
-  bool has_certificate() const { return has_cert_; }
+  const Ed25519PrivateKey &key() const { return key_; }
+  bool has_certificate() const { return !cert_blob_.empty(); }
+  // What userauth presents: the certificate when there is one, else the plain key.
+  std::string_view algorithm() const;
+  std::span<const uint8_t> public_blob() const;
 
  private:
-  ssh_key key_ = nullptr;
-  bool has_cert_ = false;
+  Ed25519PrivateKey key_;
+  std::string cert_type_;
+  std::vector<uint8_t> cert_blob_;
 };
 
 struct ClientConfig {
@@ -39,9 +44,9 @@ inline constexpr int kErrHostKeyMismatch = 200002;
 inline constexpr int kErrAuthDenied = 200003;
 
 // alknet's servers answer every direct-tcpip open from an alknet client with an
-// exit-status request carrying the SOCKS5 REP code of the dial (0 = connected), because
-// libssh 0.10's server API can only refuse an open as "administratively prohibited".
-// The client asks for it by this originator address. See docs/protocol.md.
+// exit-status request carrying the SOCKS5 REP code of the dial (0 = connected): the exact
+// SOCKS reply, which an open failure's four reason codes cannot carry. The client asks for it
+// by this originator address. See docs/protocol.md.
 inline constexpr const char *kStatusOriginator = "alknet-status";
 inline constexpr const char *kServerBannerPrefix = "SSH-2.0-alknet";
 
@@ -68,15 +73,15 @@ class Client {
 
  private:
   Client() = default;
-  rt::Result<void> check_host_key(const ClientConfig &cfg);
-  static int on_message(ssh_session, ssh_message msg, void *user);
+  rt::Result<void> check_host_key(const ClientConfig &cfg, const PublicKey &key);
+  bool accept_host_key(std::span<const uint8_t> blob);
 
   std::unique_ptr<SessionCore> core_;
   std::shared_ptr<Identity> id_;
+  const ClientConfig *cfg_ = nullptr;  // during connect() only
   std::string fingerprint_;
+  std::optional<rt::Error> host_key_error_;
   bool peer_is_alknet_ = false;
-  bool global_busy_ = false;
-  int forwards_ = 0;  // remote forwards granted on this session
 };
 
 // Maps an open failure (reason code and description, as OpenSSH sends them) to an

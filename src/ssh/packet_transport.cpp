@@ -348,6 +348,13 @@ void PacketTransport::consume_output(size_t n) {
   }
 }
 
+void PacketTransport::take_output(std::vector<uint8_t>& into) {
+  into.clear();
+  if (out_pos_ > 0) out_.erase(out_.begin(), out_.begin() + std::ptrdiff_t(out_pos_));
+  out_pos_ = 0;
+  into.swap(out_);
+}
+
 void PacketTransport::disconnect(uint32_t reason, std::string_view description) {
   if (finished_) return;
   std::vector<uint8_t> d{msg::kDisconnect};

@@ -43,6 +43,8 @@ class PacketTransport {
 
   // Queues our identification string and first KEXINIT. Call once, before anything else.
   void start();
+  // The configuration, adjustable until start() (e.g. the server's host key).
+  TransportConfig& config() { return cfg_; }
 
   // Room to receive into (at least `min` bytes); then commit_input(n) for what arrived.
   std::span<uint8_t> input_space(size_t min = 64 * 1024);
@@ -63,6 +65,11 @@ class PacketTransport {
   // Bytes waiting to go out, and how to drop the part the socket took.
   std::span<const uint8_t> output() const { return {out_.data() + out_pos_, out_.size() - out_pos_}; }
   void consume_output(size_t n);
+  // Hands every pending output byte to the caller by swapping buffers (no copy): `into` is
+  // cleared and its capacity reused for what is sealed next. For writers that must keep the
+  // bytes stable while an asynchronous send is in flight.
+  void take_output(std::vector<uint8_t>& into);
+  size_t output_size() const { return out_.size() - out_pos_; }
 
   // Sends DISCONNECT (RFC 4253 §11.1) and marks the transport finished.
   void disconnect(uint32_t reason, std::string_view description);

@@ -1,152 +1,246 @@
-// The libssh bridge: one ssh_session driven by the reactor.
+// One SSH connection driven by the reactor on our own protocol layers (packet_transport.hpp):
+// a reader task that reads the transport stream in large chunks straight into the packet
+// layer's buffer (decrypted in place), a writer task that sends what the packet layer sealed,
+// and the connection protocol (RFC 4254): channels with windows, global requests.
 //
-// libssh only does I/O inside its own poll() (notes/libssh-0.10-event-loop.md), so we watch
-// its socket with io_uring and, when it is readable (or writable while output is pending),
-// let libssh run one non-blocking pass. libssh never gets the transport itself: it gets
-// either a dup of the TCP socket (tcp transport) or one end of a socketpair that a pump
-// bridges to the transport stream (tls, quic). So the SSH layer never knows the transport.
+// Data path per byte, receive side: one read into the packet buffer, decrypt in place, one copy
+// into the channel's buffer, one copy into the reader's buffer. Send side: one copy into the
+// packet buffer, encrypt in place, one write. The transport is any stream::Stream (tcp, tls,
+// quic): there is no socketpair bridge.
 #pragma once
 
-#include <libssh/callbacks.h>
-#include <libssh/libssh.h>
-
+#include <deque>
+#include <functional>
 #include <memory>
-#include <set>
 #include <string>
+#include <unordered_map>
 #include <vector>
 
 #include "runtime/event.hpp"
-#include "runtime/fd.hpp"
 #include "runtime/result.hpp"
 #include "runtime/scope.hpp"
+#include "runtime/reactor.hpp"
+#include "ssh/keys.hpp"
+#include "ssh/packet_transport.hpp"
 #include "stream/stream.hpp"
 
 namespace alk::ssh {
 
 class Channel;
+class ChannelOpen;
+class GlobalRequest;
 
-// Owns the session, its socket plumbing and the tasks that drive it.
+// Our channel parameters: the window OpenSSH uses (64 packets of 32 KiB), so a stalled tunnel
+// holds at most 2 MiB, and its maximum packet size.
+inline constexpr uint32_t kChannelWindow = 2 * 1024 * 1024;
+inline constexpr uint32_t kChannelMaxPacket = 32 * 1024;
+// A channel writer waits while this much sealed output is waiting for the socket: every channel
+// shares it, so a bulk writer must not park megabytes in front of a small request's reply.
+inline constexpr size_t kOutputHighWater = 512 * 1024;
+
+// SSH_MSG_CHANNEL_OPEN_FAILURE reason codes (RFC 4254 §5.1).
+enum class OpenFailure : int { None = 0, Prohibited = 1, ConnectFailed = 2, UnknownType = 3, ResourceShortage = 4 };
+
 class SessionCore {
  public:
-  // transport: the connected duplex stream the session runs over.
-  explicit SessionCore(std::unique_ptr<stream::Stream> transport);
+  SessionCore(std::unique_ptr<stream::Stream> transport, TransportConfig cfg);
   ~SessionCore();
   SessionCore(const SessionCore &) = delete;
   SessionCore &operator=(const SessionCore &) = delete;
 
-  // Prepares the fd libssh will own and starts the transport bridge if one is needed.
-  rt::Result<void> init(ssh_session s);
-  int libssh_fd() const { return libssh_fd_; }
-  ssh_session session() const { return s_; }
-
-  // Before the event loop runs (handshake, auth): waits until libssh's socket is ready for
-  // what libssh wants next. Returns 0, or -ETIMEDOUT / -ECANCELED / -errno.
-  rt::Task<int> wait_io(rt::Duration timeout);
-  // libssh forces the client fd to blocking during connect; call after each connect step.
-  void restore_nonblocking();
-
-  // Starts the reader/flusher tasks after the handshake. From then on every libssh call
-  // that queues output must be followed by kick().
+  // Starts the reader and writer: the version exchange and key exchange begin.
   void start();
-  void kick();
-  // After a channel call that may have run libssh's packet loop itself (channel reads and
-  // polls do, outside reader()): what it parsed - a channel open, a global request, a
-  // confirmation - is handled on the next turn instead of when the peer next sends a byte
-  // (a peer waiting for our reply may never send one).
-  void catch_up() {
-    if (alive_ && started_) catch_up_.set();
-  }
-  // Pulsed after every batch of packets libssh handled (and once a second), so waiters for
-  // a window, a channel open or a global reply re-check their condition.
+  PacketTransport &wire() { return wire_; }
+
+  // Handshake phase: waits until the first key exchange is done. 0, or -ETIMEDOUT /
+  // -ECONNRESET (death_reason() says why) / -ECANCELED.
+  rt::Task<int> wait_established(rt::Clock::time_point deadline);
+  // Handshake phase: the next user-auth-layer message (numbers 5..79 and, before
+  // set_authenticated(), anything else the peer sent), or an error.
+  rt::Task<rt::Result<std::vector<uint8_t>>> next_message(rt::Clock::time_point deadline);
+  // Connection-protocol messages are handled from now on (any already queued are replayed).
+  void set_authenticated();
+  // Queues one payload and wakes the writer.
+  void send(std::span<const uint8_t> payload);
+
+  // Incoming channel opens (after authentication). Unanswered opens are refused when dropped.
+  std::function<void(ChannelOpen)> on_channel_open;
+  // Incoming global requests with their names (others are answered with failure).
+  std::function<void(GlobalRequest)> on_global_request;
+
+  // Opens a channel: type-specific data follows the standard fields. Resolves on confirmation
+  // (the Channel), failure (rt::Error with the reason code in .code as OpenFailure + the
+  // peer's description), session loss (ECONNRESET) or the deadline (ETIMEDOUT).
+  struct OpenRefused {
+    uint32_t reason = 0;
+    std::string description;
+  };
+  rt::Task<rt::Result<std::unique_ptr<Channel>>> open_channel(std::string_view type, std::span<const uint8_t> extra,
+                                                              rt::Clock::time_point deadline, OpenRefused *refused);
+  // A global request with want_reply: true on success, false on failure; error if the session
+  // is lost or the deadline passes. Replies come in request order (RFC 4254 §4).
+  rt::Task<rt::Result<bool>> global_request(std::string_view name, std::span<const uint8_t> extra,
+                                            rt::Clock::time_point deadline);
+
+  // Pulsed after every batch of incoming packets and once a second.
   rt::Event &progress() { return progress_; }
+  // Pulsed whenever the writer got output onto the transport.
   rt::Event &flushed() { return flushed_; }
   bool alive() const { return alive_; }
   const std::string &death_reason() const { return death_reason_; }
-  // Ends the session: sends SSH disconnect if still alive, stops the tasks, closes channels.
-  rt::Task<void> shutdown(const char *why);
-  // Resolves when the session dies (transport EOF, protocol error, shutdown).
   rt::Event &dead_event() { return dead_; }
-  // Called after each batch of packets with the session still alive (server/client hooks).
-  std::function<void()> on_packets;
-
-  // Channel bookkeeping (Channel registers itself).
-  void add(Channel *c) { channels_.insert(c); }
-  void remove(Channel *c) { channels_.erase(c); }
-  // Takes over an ssh_channel whose owner is done: closes it (retrying while libssh's
-  // output is pending) and frees it.
-  void retire(ssh_channel ch);
+  // Sends DISCONNECT if still alive, lets the writer deliver it (<= 1 s), stops the tasks.
+  rt::Task<void> shutdown(const char *why);
   size_t channel_count() const { return channels_.size(); }
   rt::Scope &tasks() { return tasks_; }
+  // Sealed bytes not yet on the transport.
+  size_t pending_output() const { return wire_.output_size() + in_flight_; }
+  void kick() { kick_.set(); }
 
  private:
+  friend class Channel;
+  friend class ChannelOpen;
+  friend class GlobalRequest;
+
   rt::Task<void> reader();
-  rt::Task<void> flusher();
+  rt::Task<void> writer();
   rt::Task<void> ticker();
-  rt::Task<void> catcher();
   void die(std::string why);
-  void process_graveyard();
+  void dispatch(std::span<const uint8_t> payload);
+  void dispatch_connection(std::span<const uint8_t> payload);
+  void on_open(std::span<const uint8_t> payload);
+  void on_global(std::span<const uint8_t> payload);
+  uint32_t register_channel(Channel *c);
+  void forget_channel(uint32_t local_id);
   void pulse(rt::Event &e) {
     e.set();
     e.reset();
   }
 
   std::unique_ptr<stream::Stream> transport_;
-  ssh_session s_ = nullptr;
-  ssh_event event_ = nullptr;
-  int libssh_fd_ = -1;    // owned by libssh once handed over (it may close it)
-  rt::UniqueFd watch_;    // our dup of libssh's fd: polled, never read
-  rt::UniqueFd bridge_;   // our end of the socketpair (non-native transports)
+  PacketTransport wire_;
   rt::Scope tasks_;
-  rt::Event progress_, flushed_, kick_, dead_, catch_up_;
-  bool alive_ = true, started_ = false;
+  rt::Event progress_, flushed_, kick_, dead_, inbox_event_;
+  bool alive_ = true, started_ = false, authenticated_ = false;
   std::string death_reason_;
-  int transport_errno_ = 0;  // why the bridged transport stream failed, if it did
-  std::set<Channel *> channels_;
-  std::vector<ssh_channel> graveyard_;
+  size_t in_flight_ = 0;
+  std::deque<std::vector<uint8_t>> inbox_;
+  // Channels by our id. A null entry: closed on our side, waiting for the peer's CLOSE.
+  std::unordered_map<uint32_t, Channel *> channels_;
+  uint32_t next_id_ = 0;
+  struct PendingGlobal {
+    int result = -1;  // -1 waiting, 0 failure, 1 success
+    rt::Event done;
+  };
+  std::deque<std::shared_ptr<PendingGlobal>> globals_;
+  // Replies to the peer's global requests go out in request order (RFC 4254 §4), however
+  // late each one is answered.
+  struct ReplySlot {
+    bool ready = false;
+    std::vector<uint8_t> payload;
+  };
+  std::deque<std::shared_ptr<ReplySlot>> replies_;
+  void flush_replies();
 };
 
-// One SSH channel as a Stream. Reads pull from libssh's channel buffer (which is what
-// grows the window, so the peer can never send more than we have taken); writes stay
-// within the peer's window and stop while the socket's output is still pending.
+
+// One SSH channel as a Stream. Incoming data waits in the channel's buffer, bounded by the
+// window we grant: reads take from it and grant the window back in large steps. Writes stay
+// within the peer's window and maximum packet, and wait while the session's output is full.
 class Channel final : public stream::Stream {
  public:
-  // opened=false for a channel whose open is still pending (it is freed, never closed, if
-  // the open fails: closing it would name a channel the peer never created).
-  Channel(SessionCore &core, ssh_channel ch, bool opened = true);
-  void mark_opened() { opened_ = true; }
   ~Channel() override;
   rt::Task<ssize_t> read(std::span<std::byte> buf) override;
   rt::Task<ssize_t> write(std::span<const std::byte> buf) override;
   rt::Task<int> shutdown_write() override;
   rt::Task<int> wait_readable() override;
   void close() override;
-  ssh_channel raw() const { return ch_; }
-  // Session died: forget the ssh_channel (libssh frees it with the session).
-  void orphan();
   // Set by an exit-status request from the peer (alknet's open-status signal).
   int exit_status() const { return exit_status_; }
   rt::Event &status_event() { return status_; }
+  bool remote_closed() const { return remote_closed_; }
 
  private:
-  static int on_data(ssh_session, ssh_channel, void *, uint32_t, int, void *);
-  static void on_eof(ssh_session, ssh_channel, void *);
-  static void on_close(ssh_session, ssh_channel, void *);
-  static void on_exit_status(ssh_session, ssh_channel, int, void *);
+  friend class SessionCore;
+  friend class ChannelOpen;
+  explicit Channel(SessionCore &core);
+  void orphan();
+  void on_data(std::span<const uint8_t> d);
+  void on_close();
+  void send_close();
 
   SessionCore *core_;
-  ssh_channel ch_;
-  ssh_channel_callbacks_struct cb_{};
-  rt::Event rx_, status_;
+  uint32_t local_id_ = 0, remote_id_ = 0;
+  uint32_t remote_window_ = 0, remote_max_packet_ = 0;
+  uint32_t local_window_ = kChannelWindow;  // what the peer may still send
+  uint32_t consumed_ = 0;                   // read since the last WINDOW_ADJUST
+  std::vector<uint8_t> rx_;
+  size_t rx_pos_ = 0;
+  rt::Event rx_event_, tx_event_, status_;
   int exit_status_ = -1;
-  bool eof_sent_ = false, remote_closed_ = false, opened_ = true;
+  bool eof_received_ = false, eof_sent_ = false, remote_closed_ = false, close_sent_ = false;
+  // open_channel(): the answer to our CHANNEL_OPEN.
+  int open_state_ = 1;  // 0 waiting, 1 open, -1 refused
+  SessionCore::OpenRefused refused_;
 };
 
-// Loads an OpenSSH-format private key file into libssh. Refuses missing, unreadable, PEM and
-// passphrase-protected keys with a message that says what to do; `role` names the key in it
-// ("key", "host key"). The caller frees the key with ssh_key_free.
-rt::Result<ssh_key> load_private_key(const std::string &path, const std::string &role);
+// An incoming CHANNEL_OPEN (direct-tcpip or forwarded-tcpip) waiting for its answer.
+class ChannelOpen {
+ public:
+  ChannelOpen(ChannelOpen &&o) noexcept;
+  ChannelOpen &operator=(ChannelOpen &&) = delete;
+  ~ChannelOpen() { refuse(); }
+  const std::string &type() const { return type_; }
+  const std::string &destination() const { return dest_; }
+  uint16_t port() const { return port_; }
+  const std::string &originator() const { return orig_; }
+  uint16_t originator_port() const { return orig_port_; }
+  // Confirms the open; nullptr if the session is gone.
+  std::unique_ptr<Channel> accept();
+  void refuse(OpenFailure reason = OpenFailure::Prohibited, std::string_view description = "");
+  // Answers with the outcome of the dial (or internal service) behind the open, as a SOCKS5
+  // REP code: for the alknet-status originator, confirms and sends the status (the channel
+  // then closes again when rep != 0); for others, confirms on 0 and otherwise refuses with the
+  // matching reason code and text. The channel only when rep == 0 and the session lives.
+  std::unique_ptr<Channel> answer(int rep);
 
-// SSH_MSG_CHANNEL_OPEN_FAILURE reason codes (RFC 4254 §5.1).
-enum class OpenFailure : int { None = 0, Prohibited = 1, ConnectFailed = 2, UnknownType = 3, ResourceShortage = 4 };
+ private:
+  friend class SessionCore;
+  ChannelOpen(SessionCore &core, uint32_t peer_id, uint32_t window, uint32_t max_packet);
+  SessionCore *core_;
+  bool pending_ = true;
+  uint32_t peer_id_, window_, max_packet_;
+  std::string type_, dest_, orig_;
+  uint16_t port_ = 0, orig_port_ = 0;
+};
+
+// An incoming global request waiting for its answer (if the peer wants one).
+class GlobalRequest {
+ public:
+  GlobalRequest(GlobalRequest &&o) noexcept;
+  GlobalRequest &operator=(GlobalRequest &&) = delete;
+  ~GlobalRequest() { fail(); }
+  const std::string &name() const { return name_; }
+  // The request-specific data after the name and want_reply.
+  std::span<const uint8_t> data() const { return data_; }
+  // SSH_MSG_REQUEST_SUCCESS with optional response data.
+  void succeed(std::span<const uint8_t> response = {});
+  void fail();
+
+ private:
+  friend class SessionCore;
+  explicit GlobalRequest(SessionCore &core) : core_(&core) {}
+  void answer(std::vector<uint8_t> payload);
+  SessionCore *core_;
+  std::shared_ptr<SessionCore::ReplySlot> slot_;  // null when no reply is wanted
+  bool pending_ = true;
+  std::string name_;
+  std::vector<uint8_t> data_;
+};
+
+// Loads an OpenSSH-format Ed25519 private key file. Refuses missing, unreadable, PEM,
+// passphrase-protected and non-Ed25519 keys with a message that says what to do; `role` names
+// the key in it ("key", "host key").
+rt::Result<Ed25519PrivateKey> load_private_key(const std::string &path, const std::string &role);
 
 }  // namespace alk::ssh

@@ -28,7 +28,7 @@ class Stream {
   virtual rt::Task<int> wait_readable() { co_return 0; }
   // Releases the underlying resource; pending reads/writes must have been cancelled first.
   virtual void close() = 0;
-  // The socket beneath, for layers that need one (libssh); -1 when there is none.
+  // The socket beneath, for socket options (e.g. TCP_NOTSENT_LOWAT); -1 when there is none.
   virtual int native_fd() const { return -1; }
 };
 

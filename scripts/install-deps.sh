@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Installs what alknet builds and tests with (Debian 12, as root). Idempotent.
 set -euo pipefail
-PKGS=(meson ninja-build pkg-config g++ liburing-dev android-libboringssl-dev libssh-gcrypt-dev libngtcp2-dev
+PKGS=(meson ninja-build pkg-config g++ liburing-dev android-libboringssl-dev libngtcp2-dev
       libc-ares-dev catch2 openssh-server openssh-client curl socat iperf3 netcat-openbsd python3 openssl
       iproute2 iptables procps ca-certificates nlohmann-json3-dev pebble redsocks dnsmasq)
 missing=()

@@ -1,5 +1,6 @@
 #include "ssh/client.hpp"
 
+#include <algorithm>
 #include <cerrno>
 #include <cstdio>
 #include <cstdlib>
@@ -114,6 +115,9 @@ rt::Result<void> Client::check_host_key(const ClientConfig &cfg, const PublicKey
 // Runs inside the key exchange, after the server proved it holds the key: a refusal fails
 // the exchange, and connect() reports host_key_error_.
 bool Client::accept_host_key(std::span<const uint8_t> blob) {
+  // A re-key must present the key we already checked: no trust decision mid-session.
+  if (!host_key_blob_.empty()) return std::equal(blob.begin(), blob.end(), host_key_blob_.begin(), host_key_blob_.end());
+  host_key_blob_.assign(blob.begin(), blob.end());
   auto key = public_key_from_blob(blob);
   if (!key) {
     host_key_error_ = rt::Error{rt::kErrProtocol, "server sent no usable host key"};
@@ -133,6 +137,7 @@ rt::Task<rt::Result<std::unique_ptr<Client>>> Client::connect(std::unique_ptr<st
   TransportConfig tc;
   tc.role = Role::Client;
   tc.version = std::string("SSH-2.0-alknet_") + ALKNET_VERSION;
+  tc.rekey_bytes = cfg.rekey_bytes;
   tc.accept_host_key = [self](std::span<const uint8_t> blob) { return self->accept_host_key(blob); };
   c->core_ = std::make_unique<SessionCore>(std::move(transport), std::move(tc));
   c->core_->start();

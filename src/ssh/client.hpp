@@ -36,6 +36,8 @@ struct ClientConfig {
   std::string known_hosts_path;
   std::string pinned_fingerprint;  // "SHA256:..." or empty for trust-on-first-use
   rt::Duration handshake_timeout = std::chrono::seconds(20);
+  // Start a re-key after this many bytes either way (tests use small values).
+  uint64_t rekey_bytes = uint64_t{1} << 30;
 };
 
 // Codes of rt::Error from connect() beyond errno.
@@ -81,6 +83,7 @@ class Client {
   const ClientConfig *cfg_ = nullptr;  // during connect() only
   std::string fingerprint_;
   std::optional<rt::Error> host_key_error_;
+  std::vector<uint8_t> host_key_blob_;  // what the first key exchange accepted
   bool peer_is_alknet_ = false;
 };
 

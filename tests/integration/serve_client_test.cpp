@@ -115,7 +115,7 @@ TEST_CASE("alknet client <-> alknet serve: open-status codes and data") {
         o.greeting.append(reinterpret_cast<char *>(buf), size_t(n));
       }
     }
-    }  // channels end before disconnect: libssh 0.10's ssh_disconnect frees them
+    }  // channels end before the session
     auto code = [&](const std::string &host, uint16_t p) -> rt::Task<int> {
       auto r = co_await client->open_direct_tcpip(host, p, "127.0.0.1", 1234, 10s);
       co_return r ? 0 : r.error().code;
@@ -137,4 +137,101 @@ TEST_CASE("alknet client <-> alknet serve: open-status codes and data") {
   CHECK(out.link_local == rt::kErrNotAllowed);
   CHECK(out.reserved == rt::kErrNotAllowed);
   CHECK(out.closed_after == 0);
+}
+
+TEST_CASE("alknet client <-> alknet serve: 8 MiB echoed byte-exact across many re-keys") {
+  const char *bin = std::getenv("ALKNET_SERVE_BIN");
+  REQUIRE(bin);
+  uint16_t port = free_port();
+  std::string listen = "127.0.0.1:" + std::to_string(port);
+  std::vector<std::string> args{bin, "serve", "--key", data("host_ed25519"), "--authorized-keys", data("user_ed25519.pub"),
+                                "--listen", listen, "--quiet"};
+  std::vector<char *> argv;
+  for (auto &a : args) argv.push_back(a.data());
+  argv.push_back(nullptr);
+  Child child;
+  REQUIRE(posix_spawn(&child.pid, bin, nullptr, nullptr, argv.data(), environ) == 0);
+
+  rt::Reactor reactor;
+  auto target = net::listen_tcp(*net::Endpoint::from_ip("127.0.0.1", 0), 16);
+  REQUIRE(target.ok());
+  uint16_t target_port = net::Endpoint::of_socket_local(target.value().get()).port();
+  net::Acceptor acceptor(std::move(target.value()));
+
+  struct Outcome {
+    bool connected = false, exact = false;
+    size_t received = 0;
+    uint64_t rekeys = 0;
+  } out;
+
+  rt::run_blocking([](net::Acceptor &acc, uint16_t port, uint16_t tport, Outcome &o) -> rt::Task<void> {
+    rt::Scope servers;
+    servers.spawn([](net::Acceptor &acc) -> rt::Task<void> {
+      auto fd = co_await acc.accept();
+      if (!fd) co_return;
+      stream::FdStream s(std::move(fd.value()));
+      std::vector<std::byte> buf(64 * 1024);
+      for (;;) {
+        auto n = co_await s.read(buf);
+        if (n <= 0) break;
+        auto w = co_await s.write(std::span<const std::byte>(buf.data(), size_t(n)));
+        if (w < 0) break;
+      }
+      co_await s.shutdown_write();
+    }(acc));
+    auto id = ssh::Identity::load(data("user_ed25519"));
+    if (!id) co_return;
+    std::unique_ptr<ssh::Client> client;
+    for (int i = 0; i < 100 && !client; ++i) {
+      auto fd = co_await net::connect_tcp(*net::Endpoint::from_ip("127.0.0.1", port), 1s);
+      if (!fd) {
+        co_await rt::sleep_for(50ms);
+        continue;
+      }
+      ssh::ClientConfig cfg;
+      cfg.host = "127.0.0.1";
+      cfg.port = port;
+      cfg.rekey_bytes = 256 * 1024;  // the client starts a key exchange every 256 KiB
+      auto c = co_await ssh::Client::connect(std::make_unique<stream::FdStream>(std::move(fd.value())), cfg, id.value());
+      if (c) client = std::move(c.value());
+    }
+    if (!client) co_return;
+    o.connected = true;
+    {
+      auto ch = co_await client->open_direct_tcpip("127.0.0.1", tport, "127.0.0.1", 1234, 10s);
+      if (ch) {
+        const size_t total = 8 * 1024 * 1024;
+        std::vector<std::byte> sent(total), got;
+        for (size_t i = 0; i < total; ++i) sent[i] = std::byte((i * 131) ^ (i >> 11));
+        rt::Scope writer;
+        auto *c = ch.value().get();
+        writer.spawn([](ssh::Channel *c, const std::vector<std::byte> &d) -> rt::Task<void> {
+          for (size_t off = 0; off < d.size(); off += 100000) {
+            auto w = co_await c->write(std::span<const std::byte>(d).subspan(off, std::min<size_t>(100000, d.size() - off)));
+            if (w < 0) co_return;
+          }
+          co_await c->shutdown_write();
+        }(c, sent));
+        std::vector<std::byte> buf(70000);
+        for (;;) {
+          auto n = co_await c->read(buf);
+          if (n <= 0) break;
+          got.insert(got.end(), buf.begin(), buf.begin() + n);
+        }
+        co_await writer.close();
+        o.received = got.size();
+        o.exact = got == sent;
+      }
+    }
+    o.rekeys = client->core().wire().key_exchanges();
+    co_await client->disconnect();
+    co_await acc.stop();
+    co_await servers.close();
+  }(acceptor, port, target_port, out));
+
+  REQUIRE(out.connected);
+  CHECK(out.received == 8 * 1024 * 1024);
+  CHECK(out.exact);
+  // ~16 MiB on the wire; data keeps flowing (held) while each exchange completes.
+  CHECK(out.rekeys >= 8);
 }

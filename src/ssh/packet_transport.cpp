@@ -292,9 +292,10 @@ void PacketTransport::on_newkeys() {
 
 void PacketTransport::seal_now(std::span<const uint8_t> payload) {
   if (payload.size() > kMaxPayload) return fail("payload too large");
-  const size_t before = out_.size();
-  sealer_.seal(payload, out_);
-  count_and_maybe_rekey(out_.size() - before);
+  const size_t start = out_.size();
+  out_.resize(start + sealer_.sealed_size(payload.size()));
+  if (!payload.empty()) std::memcpy(out_.data() + start + kPacketHeader, payload.data(), payload.size());
+  count_and_maybe_rekey(sealer_.seal_in_place(std::span<uint8_t>(out_).subspan(start), payload.size()));
 }
 
 void PacketTransport::send(std::span<const uint8_t> payload) {
@@ -312,9 +313,10 @@ std::span<uint8_t> PacketTransport::begin_payload(size_t n) {
   payload_held_ = kex_ == KexState::SentInit || kex_ == KexState::AwaitEcdh;
   payload_len_ = n;
   if (payload_held_) {
-    wire_put_u32(held_, uint32_t(n));
-    payload_start_ = held_.size();
-    held_.resize(held_.size() + n);
+    const size_t at = held_.size();
+    held_.resize(at + 4 + n);
+    for (int i = 0; i < 4; ++i) held_[at + size_t(i)] = uint8_t(n >> (24 - 8 * i));
+    payload_start_ = at + 4;
     return {held_.data() + payload_start_, n};
   }
   payload_start_ = out_.size();
@@ -330,7 +332,7 @@ void PacketTransport::finish_payload() {
 
 void PacketTransport::flush_held() {
   size_t pos = 0;
-  std::vector<uint8_t> held;
+  Bytes held;
   held.swap(held_);
   while (pos + 4 <= held.size()) {
     const uint32_t n = (uint32_t{held[pos]} << 24) | (uint32_t{held[pos + 1]} << 16) | (uint32_t{held[pos + 2]} << 8) |
@@ -348,7 +350,7 @@ void PacketTransport::consume_output(size_t n) {
   }
 }
 
-void PacketTransport::take_output(std::vector<uint8_t>& into) {
+void PacketTransport::take_output(Bytes& into) {
   into.clear();
   if (out_pos_ > 0) out_.erase(out_.begin(), out_.begin() + std::ptrdiff_t(out_pos_));
   out_pos_ = 0;

@@ -22,6 +22,28 @@
 
 namespace alk::ssh {
 
+// A byte vector whose resize() leaves new bytes uninitialised: packet buffers are always
+// overwritten right after they grow, and zero-filling them cost a memset per packet.
+template <class T>
+struct UninitAllocator : std::allocator<T> {
+  template <class U>
+  struct rebind {
+    using other = UninitAllocator<U>;
+  };
+  UninitAllocator() = default;
+  template <class U>
+  UninitAllocator(const UninitAllocator<U>&) noexcept {}
+  template <class U>
+  void construct(U* p) noexcept {
+    ::new (static_cast<void*>(p)) U;
+  }
+  template <class U, class... A>
+  void construct(U* p, A&&... a) {
+    ::new (static_cast<void*>(p)) U(std::forward<A>(a)...);
+  }
+};
+using Bytes = std::vector<uint8_t, UninitAllocator<uint8_t>>;
+
 struct TransportConfig {
   Role role = Role::Client;
   std::string version = "SSH-2.0-alknet";  // our identification string, without CR LF
@@ -68,7 +90,7 @@ class PacketTransport {
   // Hands every pending output byte to the caller by swapping buffers (no copy): `into` is
   // cleared and its capacity reused for what is sealed next. For writers that must keep the
   // bytes stable while an asynchronous send is in flight.
-  void take_output(std::vector<uint8_t>& into);
+  void take_output(Bytes& into);
   size_t output_size() const { return out_.size() - out_pos_; }
 
   // Sends DISCONNECT (RFC 4253 §11.1) and marks the transport finished.
@@ -99,12 +121,12 @@ class PacketTransport {
   void count_and_maybe_rekey(size_t bytes);
 
   TransportConfig cfg_;
-  std::vector<uint8_t> in_;
+  Bytes in_;
   size_t in_pos_ = 0;  // bytes before this were consumed
   size_t in_end_ = 0;  // bytes before this are valid
-  std::vector<uint8_t> out_;
+  Bytes out_;
   size_t out_pos_ = 0;
-  std::vector<uint8_t> held_;  // u32 length + payload, for payloads sent during a key exchange
+  Bytes held_;  // u32 length + payload, for payloads sent during a key exchange
   size_t payload_start_ = 0;   // begin_payload(): where the payload area starts (in out_ or held_)
   size_t payload_len_ = 0;
   bool payload_held_ = false;

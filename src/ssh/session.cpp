@@ -27,6 +27,22 @@ constexpr size_t kMaxInbox = 64;
 // Peer global requests waiting for our (ordered) answers.
 constexpr size_t kMaxPendingReplies = 64;
 
+// Channel receive chunks: 64 KiB each, at most 64 parked per thread (4 MiB) for reuse.
+constexpr uint32_t kRxChunk = 64 * 1024;
+constexpr size_t kRxPoolMax = 64;
+thread_local std::vector<std::unique_ptr<uint8_t[]>> rx_pool;
+
+std::unique_ptr<uint8_t[]> lease_chunk() {
+  if (rx_pool.empty()) return std::make_unique_for_overwrite<uint8_t[]>(kRxChunk);
+  auto c = std::move(rx_pool.back());
+  rx_pool.pop_back();
+  return c;
+}
+
+void return_chunk(std::unique_ptr<uint8_t[]> c) {
+  if (rx_pool.size() < kRxPoolMax) rx_pool.push_back(std::move(c));
+}
+
 void put_u32(uint8_t *p, uint32_t v) {
   p[0] = uint8_t(v >> 24);
   p[1] = uint8_t(v >> 16);
@@ -123,7 +139,7 @@ rt::Task<void> SessionCore::reader() {
 }
 
 rt::Task<void> SessionCore::writer() {
-  std::vector<uint8_t> buf;
+  Bytes buf;
   while (true) {
     if (wire_.output_size() == 0) {
       if (!alive_) co_return;
@@ -442,7 +458,17 @@ rt::Task<void> SessionCore::shutdown(const char *why) {
 
 Channel::Channel(SessionCore &core) : core_(&core) {}
 
-Channel::~Channel() { close(); }
+Channel::~Channel() {
+  close();
+  release_rx();
+}
+
+void Channel::release_rx() {
+  for (auto &c : rx_) return_chunk(std::move(c.data));
+  rx_.clear();
+  rx_.shrink_to_fit();
+  rx_bytes_ = 0;
+}
 
 void Channel::orphan() {
   core_ = nullptr;  // the session may be destroyed before this channel
@@ -456,11 +482,15 @@ void Channel::orphan() {
 void Channel::on_data(std::span<const uint8_t> d) {
   local_window_ -= uint32_t(d.size());
   if (d.empty()) return;
-  if (rx_pos_ > 0 && rx_pos_ == rx_.size()) {
-    rx_.clear();
-    rx_pos_ = 0;
+  rx_bytes_ += d.size();
+  while (!d.empty()) {
+    if (rx_.empty() || rx_.back().end == kRxChunk) rx_.push_back({lease_chunk(), 0, 0});
+    auto &c = rx_.back();
+    const size_t n = std::min<size_t>(d.size(), kRxChunk - c.end);
+    std::memcpy(c.data.get() + c.end, d.data(), n);
+    c.end += uint32_t(n);
+    d = d.subspan(n);
   }
-  rx_.insert(rx_.end(), d.begin(), d.end());
   rx_event_.set();
 }
 
@@ -491,24 +521,26 @@ void Channel::close() {
   }
   local_id_ = UINT32_MAX;
   core_ = nullptr;
-  rx_.clear();
-  rx_.shrink_to_fit();
+  release_rx();
   rx_event_.set();
 }
 
 rt::Task<ssize_t> Channel::read(std::span<std::byte> buf) {
   for (;;) {
-    const size_t avail = rx_.size() - rx_pos_;
-    if (avail > 0) {
-      const size_t n = std::min(avail, buf.size());
-      std::memcpy(buf.data(), rx_.data() + rx_pos_, n);
-      rx_pos_ += n;
-      if (rx_pos_ == rx_.size()) {
-        rx_.clear();
-        rx_pos_ = 0;
-        // An idle tunnel keeps no buffer; a busy one keeps its capacity for the next packet.
-        if (rx_.capacity() > 256 * 1024) rx_.shrink_to_fit();
+    if (rx_bytes_ > 0) {
+      size_t n = 0;
+      while (n < buf.size() && !rx_.empty()) {
+        auto &c = rx_.front();
+        const size_t take = std::min<size_t>(buf.size() - n, c.end - c.begin);
+        std::memcpy(buf.data() + n, c.data.get() + c.begin, take);
+        c.begin += uint32_t(take);
+        n += take;
+        if (c.begin == c.end) {
+          return_chunk(std::move(c.data));
+          rx_.erase(rx_.begin());
+        }
       }
+      rx_bytes_ -= n;
       consumed_ += uint32_t(n);
       // Grant the window back once half of it was read (OpenSSH's rule): few adjusts, and
       // the peer never stalls on a full window while we have taken its data.
@@ -531,7 +563,7 @@ rt::Task<ssize_t> Channel::read(std::span<std::byte> buf) {
 
 rt::Task<int> Channel::wait_readable() {
   for (;;) {
-    if (rx_.size() > rx_pos_ || eof_received_ || remote_closed_ || !core_ || !core_->alive()) co_return 0;
+    if (rx_bytes_ > 0 || eof_received_ || remote_closed_ || !core_ || !core_->alive()) co_return 0;
     rx_event_.reset();
     bool woke = co_await rx_event_.wait();
     if (!woke) co_return -ECANCELED;

@@ -174,8 +174,15 @@ class Channel final : public stream::Stream {
   uint32_t remote_window_ = 0, remote_max_packet_ = 0;
   uint32_t local_window_ = kChannelWindow;  // what the peer may still send
   uint32_t consumed_ = 0;                   // read since the last WINDOW_ADJUST
-  std::vector<uint8_t> rx_;
-  size_t rx_pos_ = 0;
+  // Received data not yet read: fixed-size chunks leased from a per-thread pool, so a busy
+  // channel never reallocates or faults in fresh pages and an idle one holds none.
+  struct RxChunk {
+    std::unique_ptr<uint8_t[]> data;
+    uint32_t begin = 0, end = 0;
+  };
+  std::vector<RxChunk> rx_;
+  size_t rx_bytes_ = 0;
+  void release_rx();
   rt::Event rx_event_, tx_event_, status_;
   int exit_status_ = -1;
   bool eof_received_ = false, eof_sent_ = false, remote_closed_ = false, close_sent_ = false;

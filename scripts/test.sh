@@ -22,10 +22,13 @@ else
   echo "build failed"; failed=$((failed + 1))
 fi
 # The sanitizer pass rebuilds only what the unit and fuzz-replay suites run, plus the alknet
-# binary for the integration suites that stress it hardest (faults, transports, OpenSSH peers).
-ASAN_INTEGRATION=(integration-faults integration-transports integration-connect-openssh)
+# binary for the integration suites that stress it hardest (faults, transports, OpenSSH peers,
+# our SSH layers against sshd and against alknet serve).
+ASAN_INTEGRATION=(integration-faults integration-transports integration-connect-openssh integration-serve
+                  integration-serve-client integration-ssh-engine-sshd)
 asan_targets() {
-  echo src/cli/alknet
+  echo src/cli/alknet tests/integration/alknet_serve_test tests/integration/integration_serve_client \
+       tests/integration/integration_ssh_engine_sshd
   meson introspect build-asan --tests | python3 -c '
 import json, os, sys
 root = os.path.abspath("build-asan")

@@ -50,8 +50,9 @@ void PacketTransport::commit_input(size_t n) { in_end_ += std::min(n, in_.size()
 
 bool PacketTransport::take_version() {
   while (true) {
-    const uint8_t* begin = in_.data() + in_pos_;
     const size_t avail = in_end_ - in_pos_;
+    if (avail == 0) return false;  // (memchr on an empty, never-allocated buffer is UB)
+    const uint8_t* begin = in_.data() + in_pos_;
     const void* nl = std::memchr(begin, '\n', avail);
     if (!nl) {
       if (avail > kMaxVersionLine) fail("identification line too long");

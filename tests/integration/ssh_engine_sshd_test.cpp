@@ -10,6 +10,7 @@
 #include <netinet/tcp.h>
 #include <poll.h>
 #include <signal.h>
+#include <sys/prctl.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
@@ -152,6 +153,12 @@ struct Sshd {
     ::mkdir("/run/sshd", 0755);
     pid = fork();
     if (pid == 0) {
+      // sshd must not outlive a test that aborts (sanitizer report), nor hold its stdout open.
+      prctl(PR_SET_PDEATHSIG, SIGKILL);
+      int devnull = ::open("/dev/null", O_RDWR);
+      dup2(devnull, 0);
+      dup2(devnull, 1);
+      dup2(devnull, 2);
       execl("/usr/sbin/sshd", "/usr/sbin/sshd", "-D", "-f", (dir + "/sshd_config").c_str(), "-E", (dir + "/sshd.log").c_str(),
             nullptr);
       _exit(127);

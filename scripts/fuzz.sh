@@ -7,7 +7,8 @@
 #   scripts/fuzz.sh                      every target, -runs=10000000
 #   scripts/fuzz.sh -t 60                every target, 60 s each
 #   scripts/fuzz.sh -r 200000 socks5 keys
-#   env: FUZZ_BUILD (build dir, default build-fuzz), FUZZ_WORK (corpora, logs, crashes; default
+#   env: FUZZ_BUILD (build dir, default build-fuzz; a build set up with -Dfuzz_sanitizers=undefined
+#   runs slow targets faster), FUZZ_MAX_LEN (default 4096), FUZZ_WORK (corpora, logs, crashes; default
 #   /tmp/alknet-fuzz). Targets run one after another so exec/s figures are comparable.
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -42,7 +43,7 @@ for t in "${targets[@]}"; do
   cp -n tests/fuzz/corpus/"$t"/* "$corpus"/ 2>/dev/null || true
   limit=(-runs="$runs"); [ "$secs" -gt 0 ] && limit=(-max_total_time="$secs")
   start=$(date +%s)
-  "$build/tests/fuzz/fuzz_$t" "${limit[@]}" -timeout=10 -rss_limit_mb=2048 -max_len=4096 -print_final_stats=1 \
+  "$build/tests/fuzz/fuzz_$t" "${limit[@]}" -timeout=10 -rss_limit_mb=2048 -max_len="${FUZZ_MAX_LEN:-4096}" -print_final_stats=1 \
       -artifact_prefix="$art" "$corpus" >"$log" 2>&1
   rc=$?
   elapsed=$(( $(date +%s) - start ))

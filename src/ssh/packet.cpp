@@ -138,21 +138,21 @@ size_t padding_for(Cipher c, size_t payload_len) {
 
 }  // namespace
 
-// ---- sealer ----
+// ---- both directions ----
 
-PacketSealer::PacketSealer() : st_(std::make_unique<CipherState>(Cipher::None)) {}
-PacketSealer::~PacketSealer() = default;
-PacketSealer::PacketSealer(PacketSealer&&) noexcept = default;
-PacketSealer& PacketSealer::operator=(PacketSealer&&) noexcept = default;
+PacketDirection::PacketDirection() : st_(std::make_unique<CipherState>(Cipher::None)) {}
+PacketDirection::~PacketDirection() = default;
+PacketDirection::PacketDirection(PacketDirection&&) noexcept = default;
+PacketDirection& PacketDirection::operator=(PacketDirection&&) noexcept = default;
 
-bool PacketSealer::set_keys(const DirectionKeys& keys) {
+bool PacketDirection::set_keys(const DirectionKeys& keys) {
   auto st = std::make_unique<CipherState>(keys.cipher);
   if (!st->init(keys)) return false;
   st_ = std::move(st);
   return true;
 }
 
-size_t PacketSealer::block_size() const { return block_of(st_->cipher); }
+// ---- sealer ----
 
 size_t PacketSealer::sealed_size(size_t payload_len) const {
   return kPacketHeader + payload_len + padding_for(st_->cipher, payload_len) + tag_of(st_->cipher);
@@ -201,20 +201,6 @@ void PacketSealer::seal(std::span<const uint8_t> payload, std::vector<uint8_t>& 
 
 // ---- opener ----
 
-PacketOpener::PacketOpener() : st_(std::make_unique<CipherState>(Cipher::None)) {}
-PacketOpener::~PacketOpener() = default;
-PacketOpener::PacketOpener(PacketOpener&&) noexcept = default;
-PacketOpener& PacketOpener::operator=(PacketOpener&&) noexcept = default;
-
-bool PacketOpener::set_keys(const DirectionKeys& keys) {
-  auto st = std::make_unique<CipherState>(keys.cipher);
-  if (!st->init(keys)) return false;
-  st_ = std::move(st);
-  return true;
-}
-
-size_t PacketOpener::block_size() const { return block_of(st_->cipher); }
-
 Opened PacketOpener::open(std::span<uint8_t> buf) {
   Opened r;
   if (buf.size() < 4) return r;
@@ -227,7 +213,7 @@ Opened PacketOpener::open(std::span<uint8_t> buf) {
     CRYPTO_chacha_20(len_bytes, len_bytes, 4, st_->chacha_len.data(), nonce.data(), 0);
   }
   const size_t packet_len = get_u32(len_bytes);
-  const size_t bs = block_size();
+  const size_t bs = block_of(c);
   const size_t aligned = c == Cipher::None ? packet_len + 4 : packet_len;
   if (packet_len < 5 || packet_len > kMaxPacketLength || aligned % bs != 0) {
     r.status = Opened::Error;

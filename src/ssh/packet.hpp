@@ -49,33 +49,37 @@ inline constexpr size_t kMaxPayload = kMaxPacketLength - 1 - 19;
 
 class CipherState;  // BoringSSL contexts, hidden from callers
 
-// Seals outgoing packets for one direction. Starts with no cipher (the clear-text key exchange).
-class PacketSealer {
+// One direction's cipher state and sequence number, shared by the sealer and the opener.
+// Starts with no cipher (the clear-text key exchange).
+class PacketDirection {
  public:
-  PacketSealer();
-  ~PacketSealer();
-  PacketSealer(PacketSealer&&) noexcept;
-  PacketSealer& operator=(PacketSealer&&) noexcept;
+  PacketDirection();
+  ~PacketDirection();
+  PacketDirection(PacketDirection&&) noexcept;
+  PacketDirection& operator=(PacketDirection&&) noexcept;
 
-  // Switches to new keys (sent NEWKEYS). Returns false if the key/iv sizes do not fit the cipher.
+  // Switches to new keys (NEWKEYS). Returns false if the key/iv sizes do not fit the cipher.
   bool set_keys(const DirectionKeys& keys);
   // Strict key exchange (kex-strict-*-v00@openssh.com) restarts the sequence number at NEWKEYS.
   void reset_sequence() { seq_ = 0; }
   uint32_t sequence() const { return seq_; }
 
+ protected:
+  std::unique_ptr<CipherState> st_;
+  uint32_t seq_ = 0;
+};
+
+// Seals outgoing packets for one direction.
+class PacketSealer : public PacketDirection {
+ public:
   // Exact size of the sealed packet for a payload of n bytes.
   size_t sealed_size(size_t payload_len) const;
   // buf holds the payload at [kPacketHeader, kPacketHeader + payload_len) and is at least
   // sealed_size(payload_len) long; writes header, padding and tag around it and encrypts in place.
-  // Returns the sealed size. payload_len must leave the packet within kMaxPacketLength.
+  // Returns the sealed size. payload_len must be at most kMaxPayload.
   size_t seal_in_place(std::span<uint8_t> buf, size_t payload_len);
   // Convenience: appends one sealed packet carrying payload to out.
   void seal(std::span<const uint8_t> payload, std::vector<uint8_t>& out);
-
- private:
-  size_t block_size() const;
-  std::unique_ptr<CipherState> st_;
-  uint32_t seq_ = 0;
 };
 
 struct Opened {
@@ -88,26 +92,12 @@ struct Opened {
 };
 
 // Opens incoming packets for one direction.
-class PacketOpener {
+class PacketOpener : public PacketDirection {
  public:
-  PacketOpener();
-  ~PacketOpener();
-  PacketOpener(PacketOpener&&) noexcept;
-  PacketOpener& operator=(PacketOpener&&) noexcept;
-
-  bool set_keys(const DirectionKeys& keys);
-  void reset_sequence() { seq_ = 0; }
-  uint32_t sequence() const { return seq_; }
-
   // Looks at the front of buf. On Packet, the bytes [0, consumed) were decrypted in place and the
   // payload span points into them; on NeedMore nothing in buf was changed (call again with more).
   // A failed tag, a bad length or bad padding is an Error and the stream cannot be resynchronised.
   Opened open(std::span<uint8_t> buf);
-
- private:
-  size_t block_size() const;
-  std::unique_ptr<CipherState> st_;
-  uint32_t seq_ = 0;
 };
 
 }  // namespace alk::ssh

@@ -35,8 +35,21 @@ uint16_t free_port() {
   return net::Endpoint::of_socket_local(l.value().get()).port();
 }
 
+// `alknet serve` (the test binary) on a free loopback port, stopped when the test ends.
 struct Child {
   pid_t pid = -1;
+  uint16_t spawn_serve() {
+    const char *bin = std::getenv("ALKNET_SERVE_BIN");
+    REQUIRE(bin);
+    const uint16_t port = free_port();
+    std::vector<std::string> args{bin, "serve", "--key", data("host_ed25519"), "--authorized-keys",
+                                  data("user_ed25519.pub"), "--listen", "127.0.0.1:" + std::to_string(port), "--quiet"};
+    std::vector<char *> argv;
+    for (auto &a : args) argv.push_back(a.data());
+    argv.push_back(nullptr);
+    REQUIRE(posix_spawn(&pid, bin, nullptr, nullptr, argv.data(), environ) == 0);
+    return port;
+  }
   ~Child() {
     if (pid > 0) {
       kill(pid, SIGTERM);
@@ -46,27 +59,44 @@ struct Child {
   }
 };
 
+// A listening socket for a test target on 127.0.0.1.
+rt::UniqueFd loopback_listener(uint16_t *port) {
+  auto l = net::listen_tcp(*net::Endpoint::from_ip("127.0.0.1", 0), 16);
+  REQUIRE(l.ok());
+  *port = net::Endpoint::of_socket_local(l.value().get()).port();
+  return std::move(l.value());
+}
+
+// ssh::Client to the spawned server, retried while it starts; nullptr if it never answers.
+rt::Task<std::unique_ptr<ssh::Client>> connect_client(uint16_t port, uint64_t rekey_bytes) {
+  auto id = ssh::Identity::load(data("user_ed25519"));
+  if (!id) co_return nullptr;
+  for (int i = 0; i < 100; ++i) {
+    auto fd = co_await net::connect_tcp(*net::Endpoint::from_ip("127.0.0.1", port), 1s);
+    if (!fd) {
+      co_await rt::sleep_for(50ms);
+      continue;
+    }
+    ssh::ClientConfig cfg;
+    cfg.host = "127.0.0.1";
+    cfg.port = port;
+    cfg.rekey_bytes = rekey_bytes;
+    auto c = co_await ssh::Client::connect(std::make_unique<stream::FdStream>(std::move(fd.value())), cfg, id.value());
+    if (c) co_return std::move(c.value());
+  }
+  co_return nullptr;
+}
+
 }  // namespace
 
 TEST_CASE("alknet client <-> alknet serve: open-status codes and data") {
-  const char *bin = std::getenv("ALKNET_SERVE_BIN");
-  REQUIRE(bin);
-  uint16_t port = free_port();
-  std::string listen = "127.0.0.1:" + std::to_string(port);
-  std::vector<std::string> args{bin, "serve", "--key", data("host_ed25519"), "--authorized-keys", data("user_ed25519.pub"),
-                                "--listen", listen, "--quiet"};
-  std::vector<char *> argv;
-  for (auto &a : args) argv.push_back(a.data());
-  argv.push_back(nullptr);
   Child child;
-  REQUIRE(posix_spawn(&child.pid, bin, nullptr, nullptr, argv.data(), environ) == 0);
+  const uint16_t port = child.spawn_serve();
 
   rt::Reactor reactor;
   // A target that greets and echoes one read.
-  auto target = net::listen_tcp(*net::Endpoint::from_ip("127.0.0.1", 0), 16);
-  REQUIRE(target.ok());
-  uint16_t target_port = net::Endpoint::of_socket_local(target.value().get()).port();
-  net::Acceptor acceptor(std::move(target.value()));
+  uint16_t target_port = 0;
+  net::Acceptor acceptor(loopback_listener(&target_port));
 
   struct Outcome {
     bool connected = false, alknet = false;
@@ -86,21 +116,7 @@ TEST_CASE("alknet client <-> alknet serve: open-status codes and data") {
         co_await s.shutdown_write();
       }
     }(acc));
-    auto id = ssh::Identity::load(data("user_ed25519"));
-    if (!id) co_return;
-    std::unique_ptr<ssh::Client> client;
-    for (int i = 0; i < 100 && !client; ++i) {
-      auto fd = co_await net::connect_tcp(*net::Endpoint::from_ip("127.0.0.1", port), 1s);
-      if (!fd) {
-        co_await rt::sleep_for(50ms);
-        continue;
-      }
-      ssh::ClientConfig cfg;
-      cfg.host = "127.0.0.1";
-      cfg.port = port;
-      auto c = co_await ssh::Client::connect(std::make_unique<stream::FdStream>(std::move(fd.value())), cfg, id.value());
-      if (c) client = std::move(c.value());
-    }
+    auto client = co_await connect_client(port, uint64_t{1} << 30);
     if (!client) co_return;
     o.connected = true;
     o.alknet = client->peer_is_alknet();
@@ -140,23 +156,12 @@ TEST_CASE("alknet client <-> alknet serve: open-status codes and data") {
 }
 
 TEST_CASE("alknet client <-> alknet serve: 8 MiB echoed byte-exact across many re-keys") {
-  const char *bin = std::getenv("ALKNET_SERVE_BIN");
-  REQUIRE(bin);
-  uint16_t port = free_port();
-  std::string listen = "127.0.0.1:" + std::to_string(port);
-  std::vector<std::string> args{bin, "serve", "--key", data("host_ed25519"), "--authorized-keys", data("user_ed25519.pub"),
-                                "--listen", listen, "--quiet"};
-  std::vector<char *> argv;
-  for (auto &a : args) argv.push_back(a.data());
-  argv.push_back(nullptr);
   Child child;
-  REQUIRE(posix_spawn(&child.pid, bin, nullptr, nullptr, argv.data(), environ) == 0);
+  const uint16_t port = child.spawn_serve();
 
   rt::Reactor reactor;
-  auto target = net::listen_tcp(*net::Endpoint::from_ip("127.0.0.1", 0), 16);
-  REQUIRE(target.ok());
-  uint16_t target_port = net::Endpoint::of_socket_local(target.value().get()).port();
-  net::Acceptor acceptor(std::move(target.value()));
+  uint16_t target_port = 0;
+  net::Acceptor acceptor(loopback_listener(&target_port));
 
   struct Outcome {
     bool connected = false, exact = false;
@@ -179,22 +184,8 @@ TEST_CASE("alknet client <-> alknet serve: 8 MiB echoed byte-exact across many r
       }
       co_await s.shutdown_write();
     }(acc));
-    auto id = ssh::Identity::load(data("user_ed25519"));
-    if (!id) co_return;
-    std::unique_ptr<ssh::Client> client;
-    for (int i = 0; i < 100 && !client; ++i) {
-      auto fd = co_await net::connect_tcp(*net::Endpoint::from_ip("127.0.0.1", port), 1s);
-      if (!fd) {
-        co_await rt::sleep_for(50ms);
-        continue;
-      }
-      ssh::ClientConfig cfg;
-      cfg.host = "127.0.0.1";
-      cfg.port = port;
-      cfg.rekey_bytes = 256 * 1024;  // the client starts a key exchange every 256 KiB
-      auto c = co_await ssh::Client::connect(std::make_unique<stream::FdStream>(std::move(fd.value())), cfg, id.value());
-      if (c) client = std::move(c.value());
-    }
+    // The client starts a key exchange every 256 KiB.
+    auto client = co_await connect_client(port, 256 * 1024);
     if (!client) co_return;
     o.connected = true;
     {

@@ -92,6 +92,8 @@ class PacketTransport {
   // bytes stable while an asynchronous send is in flight.
   void take_output(Bytes& into);
   size_t output_size() const { return out_.size() - out_pos_; }
+  // Payloads sent during a key exchange, waiting for NEWKEYS (not in output() yet).
+  size_t held_size() const { return held_.size(); }
 
   // Sends DISCONNECT (RFC 4253 §11.1) and marks the transport finished.
   void disconnect(uint32_t reason, std::string_view description);

@@ -443,11 +443,13 @@ rt::Task<void> SessionCore::shutdown(const char *why) {
     channels_.clear();
     wire_.disconnect(11, "bye");  // SSH_DISCONNECT_BY_APPLICATION
     kick();
-    // Let the writer deliver the DISCONNECT (and whatever was queued before it).
+    // Let the writer deliver the DISCONNECT (and whatever was sealed before it), for at most
+    // a second: a peer that stopped reading must not hold the shutdown. (Payloads held for a
+    // key exchange in progress are dropped: the exchange cannot finish any more.)
     auto deadline = rt::Clock::now() + 1s;
-    while (pending_output() > 0 && rt::Clock::now() < deadline && alive_) {
-      bool woke = co_await flushed_.wait();
-      if (!woke) break;
+    while (wire_.output_size() + in_flight_ > 0 && rt::Clock::now() < deadline && alive_) {
+      int r = co_await rt::sleep_for(5ms);
+      if (r == -ECANCELED) break;
     }
   }
   die(why);

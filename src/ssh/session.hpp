@@ -93,8 +93,9 @@ class SessionCore {
   rt::Task<void> shutdown(const char *why);
   size_t channel_count() const { return channels_.size(); }
   rt::Scope &tasks() { return tasks_; }
-  // Sealed bytes not yet on the transport.
-  size_t pending_output() const { return wire_.output_size() + in_flight_; }
+  // Bytes queued for the transport: sealed, in flight, or held during a key exchange (so
+  // channel writers stop at the high-water mark during a re-key too).
+  size_t pending_output() const { return wire_.output_size() + wire_.held_size() + in_flight_; }
   void kick() { kick_.set(); }
 
  private:

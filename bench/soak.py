@@ -10,7 +10,7 @@ Two client/server pairs on 127.0.0.1 (the fixture of tests/integration/faults_te
   churn: alknet connect <-> alknet serve tcp, the server SIGKILLed and restarted every 30 s while
          short requests run (the client's reconnect path, over and over).
 Every 5 s it samples VmRSS and /proc/PID/fd of main-client, main-server and churn-client. The
-first 60 s are warm-up (allocator arenas, libssh pools); drift compares the mean of the first
+first 60 s are warm-up (allocator arenas, buffer pools); drift compares the mean of the first
 minute after warm-up with the mean of the last minute. Passes when RSS drift < 10% and the fd
 counts are flat: the last minute never above the warm-up minute's maximum, nor the settled count
 after traffic stops.

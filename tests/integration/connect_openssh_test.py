@@ -154,7 +154,7 @@ class Alknet(AlknetLog):
             args += ['--host-key', host_key]
         self.logf = open(self.log_path, 'wb')
         env = dict(os.environ)
-        if os.environ.get('ALKNET_PRELOAD'):  # debugging aid, e.g. a shim that raises libssh's log level
+        if os.environ.get('ALKNET_PRELOAD'):  # debugging aid, e.g. an allocation-tracing shim
             env['LD_PRELOAD'] = os.environ['ALKNET_PRELOAD']
         self.proc = subprocess.Popen(args, stdin=subprocess.DEVNULL, stdout=self.logf, stderr=subprocess.STDOUT,
                                      env=env)

@@ -375,9 +375,8 @@ def test_peer_that_stops_reading_keeps_memory_flat():
                 figure(f'stopped reader: alknet[{p.name}] runs under ASan, whose quarantine of freed memory '
                        f'inflates RSS: RSS bound not checked')
                 continue
-            # Flat once the path is full; before that each tunnel may hold up to libssh's window
-            # twice over (it tops the window back up after every read, whatever is still buffered)
-            # plus heap slack: seen 1-9 MiB per tunnel (more under meson's MALLOC_PERTURB_).
+            # Flat once the path is full; before that each tunnel may hold up to its 2 MiB channel
+            # window plus relay buffers and heap slack (more under meson's MALLOC_PERTURB_).
             check(b - m < 4 << 10, f'RSS still grew {b - m} KiB after the path was full')
             check(b - a < 8 * (16 << 10), f'RSS grew {b - a} KiB while the reader was stalled')
         # The tunnels still work when the reader drains.

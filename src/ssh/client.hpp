@@ -45,11 +45,6 @@ inline constexpr int kErrHostKeyChanged = 200001;
 inline constexpr int kErrHostKeyMismatch = 200002;
 inline constexpr int kErrAuthDenied = 200003;
 
-// alknet's servers answer every direct-tcpip open from an alknet client with an
-// exit-status request carrying the SOCKS5 REP code of the dial (0 = connected): the exact
-// SOCKS reply, which an open failure's four reason codes cannot carry. The client asks for it
-// by this originator address. See docs/protocol.md.
-inline constexpr const char *kStatusOriginator = "alknet-status";
 inline constexpr const char *kServerBannerPrefix = "SSH-2.0-alknet";
 
 class Client {

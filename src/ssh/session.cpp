@@ -103,7 +103,6 @@ void SessionCore::die(std::string why) {
   progress_.set();
   flushed_.set();
   kick_.set();
-  inbox_event_.set();
   dead_.set();
 }
 
@@ -183,7 +182,6 @@ rt::Task<rt::Result<std::vector<uint8_t>>> SessionCore::next_message(rt::Clock::
   while (inbox_.empty()) {
     if (!alive_) co_return rt::Error{ECONNRESET, death_reason_};
     if (rt::Clock::now() >= deadline) co_return rt::Error{ETIMEDOUT, "timed out"};
-    inbox_event_.reset();
     bool woke = co_await progress_.wait();  // pulsed per packet batch and once a second
     if (!woke) co_return rt::Error{ECANCELED, "cancelled"};
   }
@@ -210,7 +208,6 @@ void SessionCore::dispatch(std::span<const uint8_t> p) {
   if (!authenticated_) {
     if (inbox_.size() >= kMaxInbox) return die("too many unanswered messages during authentication");
     inbox_.emplace_back(p.begin(), p.end());
-    inbox_event_.set();
     return;
   }
   if (type < msg::kGlobalRequest) return;  // e.g. a late USERAUTH_REQUEST: ignored (RFC 4252 §5.1)
@@ -658,7 +655,7 @@ void ChannelOpen::refuse(OpenFailure reason, std::string_view description) {
 }
 
 std::unique_ptr<Channel> ChannelOpen::answer(int rep) {
-  const bool status_mode = orig_ == "alknet-status";
+  const bool status_mode = orig_ == kStatusOriginator;
   if (rep != 0 && !status_mode) {
     // OpenSSH's wording, so any client (ours included) can map the text to a SOCKS reply.
     switch (rep) {

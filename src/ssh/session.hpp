@@ -38,6 +38,12 @@ inline constexpr uint32_t kChannelMaxPacket = 32 * 1024;
 // shares it, so a bulk writer must not park megabytes in front of a small request's reply.
 inline constexpr size_t kOutputHighWater = 512 * 1024;
 
+// alknet's servers answer every direct-tcpip open from an alknet client with an
+// exit-status request carrying the SOCKS5 REP code of the dial (0 = connected): the exact
+// SOCKS reply, which an open failure's four reason codes cannot carry. The client asks for it
+// by this originator address. See docs/protocol.md.
+inline constexpr const char *kStatusOriginator = "alknet-status";
+
 // SSH_MSG_CHANNEL_OPEN_FAILURE reason codes (RFC 4254 §5.1).
 enum class OpenFailure : int { None = 0, Prohibited = 1, ConnectFailed = 2, UnknownType = 3, ResourceShortage = 4 };
 
@@ -121,7 +127,7 @@ class SessionCore {
   std::unique_ptr<stream::Stream> transport_;
   PacketTransport wire_;
   rt::Scope tasks_;
-  rt::Event progress_, flushed_, kick_, dead_, inbox_event_;
+  rt::Event progress_, flushed_, kick_, dead_;
   bool alive_ = true, started_ = false, authenticated_ = false;
   std::string death_reason_;
   size_t in_flight_ = 0;

@@ -193,11 +193,7 @@ rt::Task<rt::Result<std::unique_ptr<Channel>>> Client::open_direct_tcpip(const s
                                                                         rt::Duration timeout) {
   if (!core_->alive()) co_return rt::Error{ECONNRESET, "SSH session is down"};
   const std::string origin = peer_is_alknet_ ? kStatusOriginator : orig_host;
-  std::vector<uint8_t> extra;
-  wire_put_string(extra, host);
-  wire_put_u32(extra, port);
-  wire_put_string(extra, origin);
-  wire_put_u32(extra, orig_port);
+  const std::vector<uint8_t> extra = conn::encode_tcpip({host, port, origin, orig_port});
   const auto deadline = rt::Clock::now() + timeout;
   SessionCore::OpenRefused refused;
   auto r = co_await core_->open_channel("direct-tcpip", extra, deadline, &refused);
@@ -223,9 +219,7 @@ rt::Task<rt::Result<std::unique_ptr<Channel>>> Client::open_direct_tcpip(const s
 }
 
 rt::Task<rt::Result<void>> Client::listen_forward(const std::string &bind_host, uint16_t port, rt::Duration timeout) {
-  std::vector<uint8_t> extra;
-  wire_put_string(extra, bind_host);
-  wire_put_u32(extra, port);
+  const std::vector<uint8_t> extra = conn::encode_forward({bind_host, port});
   auto r = co_await core_->global_request("tcpip-forward", extra, rt::Clock::now() + timeout);
   if (!r) {
     if (r.error().code == ETIMEDOUT) co_return rt::Error{ETIMEDOUT, "remote forward request timed out"};

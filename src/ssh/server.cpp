@@ -31,10 +31,11 @@ rt::Result<std::unique_ptr<ServerBind>> ServerBind::create(std::shared_ptr<HostK
 
 ForwardRequest::ForwardRequest(GlobalRequest req) : req_(std::move(req)) {
   cancel_ = req_.name() == "cancel-tcpip-forward";
-  WireReader r(req_.data());
-  uint32_t port = 0;
-  valid_ = r.string(addr_) && r.u32(port) && port <= 65535 && addr_.size() <= 255;
-  port_ = uint16_t(port);
+  if (auto f = conn::decode_forward(req_.data())) {
+    valid_ = true;
+    addr_ = std::move(f->host);
+    port_ = f->port;
+  }
 }
 
 void ForwardRequest::succeed(uint16_t bound_port) {
@@ -167,11 +168,7 @@ rt::Task<rt::Result<std::unique_ptr<Channel>>> ServerSession::open_forwarded(con
                                                                             uint16_t bound_port,
                                                                             const std::string &orig_addr,
                                                                             uint16_t orig_port, rt::Duration timeout) {
-  std::vector<uint8_t> extra;
-  wire_put_string(extra, bound_addr);
-  wire_put_u32(extra, bound_port);
-  wire_put_string(extra, orig_addr);
-  wire_put_u32(extra, orig_port);
+  const std::vector<uint8_t> extra = conn::encode_tcpip({bound_addr, bound_port, orig_addr, orig_port});
   auto r = co_await core_->open_channel("forwarded-tcpip", extra, rt::Clock::now() + timeout, nullptr);
   if (!r) {
     const int code = r.error().code;

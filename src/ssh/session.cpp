@@ -8,8 +8,11 @@
 #include <cerrno>
 #include <chrono>
 #include <cstring>
+#include <type_traits>
+#include <variant>
 
 #include "runtime/reactor.hpp"
+#include "ssh/connection.hpp"
 #include "ssh/kex.hpp"
 #include "ssh/keys.hpp"
 
@@ -48,12 +51,6 @@ void put_u32(uint8_t *p, uint32_t v) {
   p[1] = uint8_t(v >> 16);
   p[2] = uint8_t(v >> 8);
   p[3] = uint8_t(v);
-}
-
-std::vector<uint8_t> channel_msg(uint8_t type, uint32_t recipient) {
-  std::vector<uint8_t> m{type};
-  wire_put_u32(m, recipient);
-  return m;
 }
 
 }  // namespace
@@ -215,148 +212,105 @@ void SessionCore::dispatch(std::span<const uint8_t> p) {
 }
 
 void SessionCore::dispatch_connection(std::span<const uint8_t> p) {
-  const uint8_t type = p[0];
-  WireReader r(p.subspan(1));
-  switch (type) {
-    case msg::kGlobalRequest:
-      return on_global(p);
-    case msg::kRequestSuccess:
-    case msg::kRequestFailure: {
-      if (globals_.empty()) return die("protocol error: reply to no global request");
-      auto g = globals_.front();
-      globals_.pop_front();
-      g->result = type == msg::kRequestSuccess ? 1 : 0;
-      g->done.set();
-      return;
-    }
-    case msg::kChannelOpen:
-      return on_open(p);
-    default:
-      break;
+  std::string err;
+  auto m = conn::decode(p, &err);
+  if (!m) return die("protocol error: " + err);
+  if (auto *g = std::get_if<conn::GlobalRequest>(&*m)) return on_global(std::move(*g));
+  if (auto *o = std::get_if<conn::Open>(&*m)) return on_open(std::move(*o));
+  if (auto *g = std::get_if<conn::GlobalReply>(&*m)) {
+    if (globals_.empty()) return die("protocol error: reply to no global request");
+    auto pending = globals_.front();
+    globals_.pop_front();
+    pending->result = g->success ? 1 : 0;
+    pending->done.set();
+    return;
   }
-  if (type < msg::kChannelOpenConfirmation || type > msg::kChannelFailure) return;  // unknown: ignored
-  uint32_t id = 0;
-  if (!r.u32(id)) return die("protocol error: short channel message");
-  auto it = channels_.find(id);
-  if (it == channels_.end()) return die("protocol error: message for unknown channel " + std::to_string(id));
+  const auto id = conn::recipient(*m);
+  if (!id) return;  // outside the connection protocol: ignored
+  auto it = channels_.find(*id);
+  if (it == channels_.end()) return die("protocol error: message for unknown channel " + std::to_string(*id));
   Channel *c = it->second;
   if (!c) {
     // Closed on our side; only the peer's CLOSE matters now.
-    if (type == msg::kChannelClose) channels_.erase(it);
+    if (std::holds_alternative<conn::Close>(*m)) channels_.erase(it);
     return;
   }
-  switch (type) {
-    case msg::kChannelOpenConfirmation: {
-      uint32_t sender = 0, window = 0, maxp = 0;
-      if (c->open_state_ != 0 || !r.u32(sender) || !r.u32(window) || !r.u32(maxp))
-        return die("protocol error: bad CHANNEL_OPEN_CONFIRMATION");
-      c->remote_id_ = sender;
-      c->remote_window_ = window;
-      c->remote_max_packet_ = std::clamp<uint32_t>(maxp, 1, kMaxPayload - 64);
-      c->open_state_ = 1;
-      c->status_.set();
-      c->tx_event_.set();
-      return;
-    }
-    case msg::kChannelOpenFailure: {
-      uint32_t reason = 0;
-      std::string desc;
-      if (c->open_state_ != 0 || !r.u32(reason)) return die("protocol error: bad CHANNEL_OPEN_FAILURE");
-      r.string(desc);
-      c->open_state_ = -1;
-      c->refused_ = {reason, desc.substr(0, 200)};
-      channels_.erase(it);
-      c->local_id_ = UINT32_MAX;
-      c->remote_closed_ = true;
-      c->status_.set();
-      c->rx_event_.set();
-      return;
-    }
-    default:
-      break;
+  if (auto *k = std::get_if<conn::OpenConfirmation>(&*m)) {
+    if (c->open_state_ != 0) return die("protocol error: CHANNEL_OPEN_CONFIRMATION for an open channel");
+    c->remote_id_ = k->sender;
+    c->remote_window_ = k->window;
+    c->remote_max_packet_ = std::clamp<uint32_t>(k->max_packet, 1, kMaxPayload - 64);
+    c->open_state_ = 1;
+    c->status_.set();
+    c->tx_event_.set();
+    return;
+  }
+  if (auto *f = std::get_if<conn::OpenFailure>(&*m)) {
+    if (c->open_state_ != 0) return die("protocol error: CHANNEL_OPEN_FAILURE for an open channel");
+    c->open_state_ = -1;
+    c->refused_ = {f->reason, f->description.substr(0, 200)};
+    channels_.erase(it);
+    c->local_id_ = UINT32_MAX;
+    c->remote_closed_ = true;
+    c->status_.set();
+    c->rx_event_.set();
+    return;
   }
   if (c->open_state_ != 1) return die("protocol error: channel message before confirmation");
-  switch (type) {
-    case msg::kChannelWindowAdjust: {
-      uint32_t add = 0;
-      if (!r.u32(add)) return die("protocol error: bad WINDOW_ADJUST");
-      c->remote_window_ = uint32_t(std::min<uint64_t>(uint64_t(c->remote_window_) + add, UINT32_MAX));
-      c->tx_event_.set();
-      return;
-    }
-    case msg::kChannelData: {
-      std::span<const uint8_t> d;
-      if (!r.bytes(d)) return die("protocol error: bad CHANNEL_DATA");
-      if (d.size() > c->local_window_) return die("protocol error: peer exceeded the channel window");
-      c->on_data(d);
-      return;
-    }
-    case msg::kChannelExtendedData: {
-      uint32_t code = 0;
-      std::span<const uint8_t> d;
-      if (!r.u32(code) || !r.bytes(d)) return die("protocol error: bad CHANNEL_EXTENDED_DATA");
-      if (d.size() > c->local_window_) return die("protocol error: peer exceeded the channel window");
-      // stderr-like data has no place in a tunnel: dropped, but its window is given back.
-      c->local_window_ -= uint32_t(d.size());
-      c->consumed_ += uint32_t(d.size());
-      return;
-    }
-    case msg::kChannelEof:
-      c->eof_received_ = true;
-      c->rx_event_.set();
-      return;
-    case msg::kChannelClose:
-      c->on_close();
-      return;
-    case msg::kChannelRequest: {
-      std::string name;
-      if (!r.string(name) || r.remaining() < 1) return die("protocol error: bad CHANNEL_REQUEST");
-      const bool want_reply = p[1 + r.offset()] != 0;
-      WireReader rest(p.subspan(2 + r.offset()));
-      uint32_t status = 0;
-      if (name == "exit-status" && rest.u32(status)) {
-        c->exit_status_ = int(std::min<uint32_t>(status, 255));
-        c->status_.set();
-      }
-      if (want_reply && !c->close_sent_) send(channel_msg(msg::kChannelFailure, c->remote_id_));
-      return;
-    }
-    case msg::kChannelSuccess:
-    case msg::kChannelFailure:
-      return;  // we never ask for channel request replies
-    default:
-      return;
-  }
+  std::visit(
+      [&](auto &&v) {
+        using T = std::decay_t<decltype(v)>;
+        if constexpr (std::is_same_v<T, conn::WindowAdjust>) {
+          c->remote_window_ = uint32_t(std::min<uint64_t>(uint64_t(c->remote_window_) + v.bytes, UINT32_MAX));
+          c->tx_event_.set();
+        } else if constexpr (std::is_same_v<T, conn::Data>) {
+          if (v.data.size() > c->local_window_) return die("protocol error: peer exceeded the channel window");
+          c->on_data(v.data);
+        } else if constexpr (std::is_same_v<T, conn::ExtendedData>) {
+          if (v.data.size() > c->local_window_) return die("protocol error: peer exceeded the channel window");
+          // stderr-like data has no place in a tunnel: dropped, but its window is given back.
+          c->local_window_ -= uint32_t(v.data.size());
+          c->consumed_ += uint32_t(v.data.size());
+        } else if constexpr (std::is_same_v<T, conn::Eof>) {
+          c->eof_received_ = true;
+          c->rx_event_.set();
+        } else if constexpr (std::is_same_v<T, conn::Close>) {
+          c->on_close();
+        } else if constexpr (std::is_same_v<T, conn::Request>) {
+          if (v.name == "exit-status") {
+            if (auto status = conn::decode_exit_status(v.data)) {
+              c->exit_status_ = int(std::min<uint32_t>(*status, 255));
+              c->status_.set();
+            }
+          }
+          if (v.want_reply && !c->close_sent_) send(conn::encode(conn::RequestReply{c->remote_id_, false}));
+        }
+        // RequestReply: we never ask for channel request replies.
+      },
+      *m);
 }
 
-void SessionCore::on_open(std::span<const uint8_t> p) {
-  WireReader r(p.subspan(1));
-  std::string type;
-  uint32_t sender = 0, window = 0, maxp = 0;
-  if (!r.string(type) || !r.u32(sender) || !r.u32(window) || !r.u32(maxp)) return die("protocol error: bad CHANNEL_OPEN");
-  ChannelOpen op(*this, sender, window, std::clamp<uint32_t>(maxp, 1, kMaxPayload - 64));
-  op.type_ = type.substr(0, 64);
-  if (type == "direct-tcpip" || type == "forwarded-tcpip") {
-    uint32_t port = 0, oport = 0;
-    if (!r.string(op.dest_) || !r.u32(port) || !r.string(op.orig_) || !r.u32(oport) || port > 65535 || oport > 65535 ||
-        op.dest_.size() > 1024 || op.orig_.size() > 1024)
-      return op.refuse(OpenFailure::ConnectFailed, "malformed request");
-    op.port_ = uint16_t(port);
-    op.orig_port_ = uint16_t(oport);
+void SessionCore::on_open(conn::Open o) {
+  ChannelOpen op(*this, o.sender, o.window, std::clamp<uint32_t>(o.max_packet, 1, kMaxPayload - 64));
+  op.type_ = o.type.substr(0, 64);
+  if (o.type == "direct-tcpip" || o.type == "forwarded-tcpip") {
+    auto e = conn::decode_tcpip(o.data);
+    if (!e) return op.refuse(OpenFailure::ConnectFailed, "malformed request");
+    op.dest_ = std::move(e->host);
+    op.port_ = e->port;
+    op.orig_ = std::move(e->orig_host);
+    op.orig_port_ = e->orig_port;
     if (on_channel_open) return on_channel_open(std::move(op));
     return op.refuse(OpenFailure::Prohibited, "not allowed");
   }
   op.refuse(OpenFailure::UnknownType, "unknown channel type");
 }
 
-void SessionCore::on_global(std::span<const uint8_t> p) {
-  WireReader r(p.subspan(1));
+void SessionCore::on_global(conn::GlobalRequest m) {
   GlobalRequest g(*this);
-  if (!r.string(g.name_) || r.remaining() < 1) return die("protocol error: bad GLOBAL_REQUEST");
-  const bool want_reply = p[1 + r.offset()] != 0;
-  auto rest = p.subspan(2 + r.offset());
-  g.data_.assign(rest.begin(), rest.end());
-  if (want_reply) {
+  g.name_ = std::move(m.name);
+  g.data_.assign(m.data.begin(), m.data.end());
+  if (m.want_reply) {
     if (replies_.size() >= kMaxPendingReplies) return die("too many unanswered global requests");
     g.slot_ = std::make_shared<ReplySlot>();
     replies_.push_back(g.slot_);
@@ -393,12 +347,7 @@ rt::Task<rt::Result<std::unique_ptr<Channel>>> SessionCore::open_channel(std::st
   std::unique_ptr<Channel> ch(new Channel(*this));
   ch->open_state_ = 0;
   ch->local_id_ = register_channel(ch.get());
-  std::vector<uint8_t> m{msg::kChannelOpen};
-  wire_put_string(m, type);
-  wire_put_u32(m, ch->local_id_);
-  wire_put_u32(m, kChannelWindow);
-  wire_put_u32(m, kChannelMaxPacket);
-  m.insert(m.end(), extra.begin(), extra.end());
+  const std::vector<uint8_t> m = conn::encode(conn::Open{std::string(type), ch->local_id_, kChannelWindow, kChannelMaxPacket, extra});
   send(m);
   while (ch->open_state_ == 0) {
     if (!alive_ || !ch->core_) co_return rt::Error{ECONNRESET, "SSH session lost"};
@@ -419,10 +368,7 @@ rt::Task<rt::Result<bool>> SessionCore::global_request(std::string_view name, st
   if (!alive_) co_return rt::Error{ECONNRESET, "SSH session is down"};
   auto g = std::make_shared<PendingGlobal>();
   globals_.push_back(g);
-  std::vector<uint8_t> m{msg::kGlobalRequest};
-  wire_put_string(m, name);
-  m.push_back(1);
-  m.insert(m.end(), extra.begin(), extra.end());
+  const std::vector<uint8_t> m = conn::encode(conn::GlobalRequest{std::string(name), true, extra});
   send(m);
   while (g->result < 0) {
     if (!alive_) co_return rt::Error{ECONNRESET, "SSH session lost"};
@@ -506,7 +452,7 @@ void Channel::on_close() {
 void Channel::send_close() {
   if (close_sent_ || !core_) return;
   close_sent_ = true;
-  core_->send(channel_msg(msg::kChannelClose, remote_id_));
+  core_->send(conn::encode(conn::Close{remote_id_}));
 }
 
 void Channel::close() {
@@ -544,8 +490,7 @@ rt::Task<ssize_t> Channel::read(std::span<std::byte> buf) {
       // Grant the window back once half of it was read (OpenSSH's rule): few adjusts, and
       // the peer never stalls on a full window while we have taken its data.
       if (core_ && core_->alive() && !close_sent_ && !remote_closed_ && consumed_ >= kChannelWindow / 2) {
-        std::vector<uint8_t> adj = channel_msg(msg::kChannelWindowAdjust, remote_id_);
-        wire_put_u32(adj, consumed_);
+        const std::vector<uint8_t> adj = conn::encode(conn::WindowAdjust{remote_id_, consumed_});
         local_window_ += consumed_;
         consumed_ = 0;
         core_->send(adj);
@@ -604,7 +549,7 @@ rt::Task<int> Channel::shutdown_write() {
   if (!core_ || !core_->alive()) co_return -ENOTCONN;
   if (!eof_sent_ && !close_sent_ && open_state_ == 1) {
     eof_sent_ = true;
-    core_->send(channel_msg(msg::kChannelEof, remote_id_));
+    core_->send(conn::encode(conn::Eof{remote_id_}));
   }
   co_return 0;
 }
@@ -635,11 +580,7 @@ std::unique_ptr<Channel> ChannelOpen::accept() {
   ch->remote_window_ = window_;
   ch->remote_max_packet_ = max_packet_;
   ch->local_id_ = core_->register_channel(ch.get());
-  std::vector<uint8_t> m = channel_msg(msg::kChannelOpenConfirmation, peer_id_);
-  wire_put_u32(m, ch->local_id_);
-  wire_put_u32(m, kChannelWindow);
-  wire_put_u32(m, kChannelMaxPacket);
-  core_->send(m);
+  core_->send(conn::encode(conn::OpenConfirmation{peer_id_, ch->local_id_, kChannelWindow, kChannelMaxPacket}));
   return ch;
 }
 
@@ -647,11 +588,7 @@ void ChannelOpen::refuse(OpenFailure reason, std::string_view description) {
   if (!pending_) return;
   pending_ = false;
   if (!core_->alive()) return;
-  std::vector<uint8_t> m = channel_msg(msg::kChannelOpenFailure, peer_id_);
-  wire_put_u32(m, uint32_t(reason));
-  wire_put_string(m, description);
-  wire_put_string(m, std::string_view(""));
-  core_->send(m);
+  core_->send(conn::encode(conn::OpenFailure{peer_id_, uint32_t(reason), std::string(description)}));
 }
 
 std::unique_ptr<Channel> ChannelOpen::answer(int rep) {
@@ -671,11 +608,8 @@ std::unique_ptr<Channel> ChannelOpen::answer(int rep) {
   }
   auto ch = accept();
   if (!ch || !status_mode) return ch;
-  std::vector<uint8_t> m = channel_msg(msg::kChannelRequest, ch->remote_id_);
-  wire_put_string(m, std::string_view("exit-status"));
-  m.push_back(0);
-  wire_put_u32(m, uint32_t(rep));
-  core_->send(m);
+  const std::vector<uint8_t> status = conn::encode_exit_status(uint32_t(rep));
+  core_->send(conn::encode(conn::Request{ch->remote_id_, "exit-status", false, status}));
   if (rep != 0) return nullptr;  // the channel closes as ch goes
   return ch;
 }

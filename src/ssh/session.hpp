@@ -20,6 +20,7 @@
 #include "runtime/result.hpp"
 #include "runtime/scope.hpp"
 #include "runtime/reactor.hpp"
+#include "ssh/connection.hpp"
 #include "ssh/keys.hpp"
 #include "ssh/packet_transport.hpp"
 #include "stream/stream.hpp"
@@ -115,8 +116,8 @@ class SessionCore {
   void die(std::string why);
   void dispatch(std::span<const uint8_t> payload);
   void dispatch_connection(std::span<const uint8_t> payload);
-  void on_open(std::span<const uint8_t> payload);
-  void on_global(std::span<const uint8_t> payload);
+  void on_open(conn::Open m);
+  void on_global(conn::GlobalRequest m);
   uint32_t register_channel(Channel *c);
   void forget_channel(uint32_t local_id);
   void pulse(rt::Event &e) {

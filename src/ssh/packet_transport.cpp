@@ -37,22 +37,28 @@ void PacketTransport::start() {
 std::span<uint8_t> PacketTransport::input_space(size_t min) {
   // Move the unconsumed tail to the front when that makes room; grow only up to what one
   // packet plus one read needs.
-  if (in_pos_ > 0 && (in_.size() - in_end_ < min || in_pos_ == in_end_)) {
-    std::memmove(in_.data(), in_.data() + in_pos_, in_end_ - in_pos_);
+  if (in_pos_ > 0 && (in_cap_ - in_end_ < min || in_pos_ == in_end_)) {
+    std::memmove(in_.get(), in_.get() + in_pos_, in_end_ - in_pos_);
     in_end_ -= in_pos_;
     in_pos_ = 0;
   }
-  if (in_.size() - in_end_ < min) in_.resize(std::max(in_end_ + min, kMinInputCapacity));
-  return {in_.data() + in_end_, in_.size() - in_end_};
+  if (in_cap_ - in_end_ < min) {
+    const size_t cap = std::max(in_end_ + min, kMinInputCapacity);
+    auto bigger = std::make_unique_for_overwrite<uint8_t[]>(cap);
+    if (in_end_ > 0) std::memcpy(bigger.get(), in_.get(), in_end_);
+    in_ = std::move(bigger);
+    in_cap_ = cap;
+  }
+  return {in_.get() + in_end_, in_cap_ - in_end_};
 }
 
-void PacketTransport::commit_input(size_t n) { in_end_ += std::min(n, in_.size() - in_end_); }
+void PacketTransport::commit_input(size_t n) { in_end_ += std::min(n, in_cap_ - in_end_); }
 
 bool PacketTransport::take_version() {
   while (true) {
     const size_t avail = in_end_ - in_pos_;
     if (avail == 0) return false;  // (memchr on an empty, never-allocated buffer is UB)
-    const uint8_t* begin = in_.data() + in_pos_;
+    const uint8_t* begin = in_.get() + in_pos_;
     const void* nl = std::memchr(begin, '\n', avail);
     if (!nl) {
       if (avail > kMaxVersionLine) fail("identification line too long");
@@ -86,7 +92,7 @@ bool PacketTransport::take_version() {
 std::optional<std::span<const uint8_t>> PacketTransport::next_payload() {
   while (!finished_) {
     if (!version_done_ && !take_version()) return std::nullopt;
-    auto r = opener_.open(std::span<uint8_t>(in_.data() + in_pos_, in_end_ - in_pos_));
+    auto r = opener_.open(std::span<uint8_t>(in_.get() + in_pos_, in_end_ - in_pos_));
     if (r.status == Opened::NeedMore) return std::nullopt;
     if (r.status == Opened::Error) {
       fail(std::string(r.error));

@@ -15,6 +15,7 @@
 #include <optional>
 #include <span>
 #include <string>
+#include <memory>
 #include <vector>
 
 #include "ssh/kex.hpp"
@@ -123,7 +124,10 @@ class PacketTransport {
   void count_and_maybe_rekey(size_t bytes);
 
   TransportConfig cfg_;
-  Bytes in_;
+  // Raw storage: a vector's per-byte construct/destroy loops survive in unoptimised and
+  // instrumented builds and cost ~90% of a fuzz execution at 256 KiB.
+  std::unique_ptr<uint8_t[]> in_;
+  size_t in_cap_ = 0;
   size_t in_pos_ = 0;  // bytes before this were consumed
   size_t in_end_ = 0;  // bytes before this are valid
   Bytes out_;

@@ -485,16 +485,7 @@ rt::Task<ssize_t> Channel::read(std::span<std::byte> buf) {
           rx_.erase(rx_.begin());
         }
       }
-      rx_bytes_ -= n;
-      consumed_ += uint32_t(n);
-      // Grant the window back once half of it was read (OpenSSH's rule): few adjusts, and
-      // the peer never stalls on a full window while we have taken its data.
-      if (core_ && core_->alive() && !close_sent_ && !remote_closed_ && consumed_ >= kChannelWindow / 2) {
-        const std::vector<uint8_t> adj = conn::encode(conn::WindowAdjust{remote_id_, consumed_});
-        local_window_ += consumed_;
-        consumed_ = 0;
-        core_->send(adj);
-      }
+      took(n);
       co_return ssize_t(n);
     }
     if (eof_received_ || remote_closed_) co_return 0;
@@ -503,6 +494,39 @@ rt::Task<ssize_t> Channel::read(std::span<std::byte> buf) {
     bool woke = co_await rx_event_.wait();
     if (!woke) co_return -ECANCELED;
   }
+}
+
+void Channel::took(size_t n) {
+  rx_bytes_ -= n;
+  consumed_ += uint32_t(n);
+  // Grant the window back once half of it was read (OpenSSH's rule): few adjusts, and
+  // the peer never stalls on a full window while we have taken its data.
+  if (core_ && core_->alive() && !close_sent_ && !remote_closed_ && consumed_ >= kChannelWindow / 2) {
+    const std::vector<uint8_t> adj = conn::encode(conn::WindowAdjust{remote_id_, consumed_});
+    local_window_ += consumed_;
+    consumed_ = 0;
+    core_->send(adj);
+  }
+}
+
+std::span<const std::byte> Channel::peek() {
+  if (rx_.empty()) return {};
+  const auto &c = rx_.front();
+  return {reinterpret_cast<const std::byte *>(c.data.get()) + c.begin, size_t(c.end - c.begin)};
+}
+
+void Channel::consume(size_t n) {
+  // The chunks stay in place while lent (only consume, read and close release them; the
+  // relay calls close only after it has ended).
+  if (rx_.empty()) return;
+  auto &c = rx_.front();
+  n = std::min<size_t>(n, c.end - c.begin);
+  c.begin += uint32_t(n);
+  if (c.begin == c.end) {  // drained: an idle channel holds no chunk
+    return_chunk(std::move(c.data));
+    rx_.erase(rx_.begin());
+  }
+  took(n);
 }
 
 rt::Task<int> Channel::wait_readable() {

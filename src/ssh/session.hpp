@@ -162,6 +162,8 @@ class Channel final : public stream::Stream {
   rt::Task<ssize_t> write(std::span<const std::byte> buf) override;
   rt::Task<int> shutdown_write() override;
   rt::Task<int> wait_readable() override;
+  std::span<const std::byte> peek() override;
+  void consume(size_t n) override;
   void close() override;
   // Set by an exit-status request from the peer (alknet's open-status signal).
   int exit_status() const { return exit_status_; }
@@ -191,6 +193,7 @@ class Channel final : public stream::Stream {
   std::vector<RxChunk> rx_;
   size_t rx_bytes_ = 0;
   void release_rx();
+  void took(size_t n);  // n received bytes were read: grant window back when due
   rt::Event rx_event_, tx_event_, status_;
   int exit_status_ = -1;
   bool eof_received_ = false, eof_sent_ = false, remote_closed_ = false, close_sent_ = false;

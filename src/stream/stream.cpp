@@ -107,6 +107,23 @@ rt::Task<void> copy(Stream &from, Stream &to, size_t buf_size, uint64_t &count, 
   unsigned budget = 16;
   ssize_t failure = 0;
   for (;;) {
+    // A source with its own receive buffer (an SSH channel) lends it: written from there,
+    // the bytes are copied once less.
+    if (auto lent = from.peek(); !lent.empty()) {
+      buf = {};
+      ssize_t w = co_await to.write(lent);
+      if (w < 0) {
+        failure = w;
+        break;
+      }
+      from.consume(lent.size());
+      count += lent.size();
+      if (--budget == 0) {
+        budget = 16;
+        co_await rt::yield();
+      }
+      continue;
+    }
     if (!buf) {
       // Drained: wait for more without holding a buffer, so an idle tunnel costs none.
       const int r = co_await from.wait_readable();
@@ -114,6 +131,7 @@ rt::Task<void> copy(Stream &from, Stream &to, size_t buf_size, uint64_t &count, 
         failure = r;
         break;
       }
+      if (!from.peek().empty()) continue;  // lent, no buffer needed
       buf = pool().take(buf_size);
     }
     ssize_t n = co_await from.read(buf.span());

@@ -26,6 +26,11 @@ class Stream {
   // taking a buffer: 0, or -errno. The relay waits here so that an idle tunnel holds no
   // buffer. The default returns at once (read() then does the waiting).
   virtual rt::Task<int> wait_readable() { co_return 0; }
+  // Streams that keep received data in buffers of their own may lend it instead of copying
+  // it out: the bytes read() would return next (empty when none are waiting). The span stays
+  // valid until consume() or read(); consume(n) takes its first n bytes as read.
+  virtual std::span<const std::byte> peek() { return {}; }
+  virtual void consume(size_t) {}
   // Releases the underlying resource; pending reads/writes must have been cancelled first.
   virtual void close() = 0;
   // The socket beneath, for socket options (e.g. TCP_NOTSENT_LOWAT); -1 when there is none.

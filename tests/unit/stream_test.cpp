@@ -374,6 +374,82 @@ TEST_CASE("pump: 8 MiB each way at once over loopback TCP, byte-exact") {
   CHECK(r.inflight() == 0);
 }
 
+namespace {
+
+// A source that keeps what it receives in a buffer of its own and lends it (peek/consume),
+// like an SSH channel: it fills the buffer, in sizes cycling 1..4999 bytes, when the relay
+// waits for it to become readable.
+class LendingStream final : public stream::Stream {
+ public:
+  explicit LendingStream(rt::UniqueFd fd) : inner_(std::move(fd)) {}
+  rt::Task<ssize_t> read(std::span<std::byte> buf) override {
+    if (!held_.empty()) {
+      const size_t n = std::min(buf.size(), held_.size());
+      std::memcpy(buf.data(), held_.data(), n);
+      held_.erase(held_.begin(), held_.begin() + std::ptrdiff_t(n));
+      copied += n;
+      co_return ssize_t(n);
+    }
+    if (eof_) co_return 0;
+    co_return co_await inner_.read(buf);
+  }
+  rt::Task<int> wait_readable() override {
+    if (!held_.empty() || eof_) co_return 0;
+    next_ = next_ % 4999 + 1;
+    held_.resize(next_);
+    const ssize_t n = co_await inner_.read(held_);
+    if (n < 0) co_return int(n);
+    held_.resize(size_t(n));
+    if (n == 0) eof_ = true;
+    co_return 0;
+  }
+  std::span<const std::byte> peek() override { return held_; }
+  void consume(size_t n) override {
+    n = std::min(n, held_.size());
+    held_.erase(held_.begin(), held_.begin() + std::ptrdiff_t(n));
+    consumed += n;
+  }
+  rt::Task<ssize_t> write(std::span<const std::byte> buf) override { co_return co_await inner_.write(buf); }
+  rt::Task<int> shutdown_write() override { co_return co_await inner_.shutdown_write(); }
+  void close() override { inner_.close(); }
+  size_t consumed = 0, copied = 0;  // bytes that left by consume() / by read()
+
+ private:
+  FdStream inner_;
+  std::vector<std::byte> held_;
+  size_t next_ = 0;
+  bool eof_ = false;
+};
+
+}  // namespace
+
+TEST_CASE("pump: a source that lends its buffer (peek/consume) relays byte-exact without a copy") {
+  rt::Reactor r;
+  auto [x, a] = unix_pair();
+  auto [b, y] = unix_pair();
+  LendingStream la(std::move(a));
+  FdStream fb(std::move(b));
+  stream::PumpStats st;
+  Received got;
+  bool done = false;
+  constexpr size_t kTotal = 4 << 20;
+  ::shutdown(y.get(), SHUT_WR);  // the other direction: nothing but EOF
+  rt::run_blocking([](LendingStream &la, FdStream &fb, int x, int y, stream::PumpStats &st, Received &got,
+                      bool &done) -> rt::Task<void> {
+    rt::Scope sc;
+    sc.spawn(run_pump(la, fb, st, 64 * 1024, done));
+    sc.spawn(send_pattern(x, 7, kTotal));
+    sc.spawn(check_pattern(y, 7, got));
+    co_await sc.join();
+  }(la, fb, x.get(), y.get(), st, got, done));
+  CHECK(done);
+  CHECK(st.error == 0);
+  CHECK(st.a_to_b == kTotal);
+  CHECK((got.bytes == kTotal && got.mismatches == 0 && got.eof));
+  CHECK(la.consumed == kTotal);  // every byte went out of the lent buffer
+  CHECK(la.copied == 0);
+}
+
 TEST_CASE("pump: a tiny buffer (7 bytes) still relays exactly") {
   rt::Reactor r;
   Relay rel(unix_pair(), unix_pair());

@@ -9,9 +9,10 @@ attributed, `ssh -N -D -L` with aes128-gcm and chacha20-poly1305, and `alknet co
 sshd too), runs the paths interleaved, repeats, and prints medians with the ratio alknet ÷ OpenSSH.
 Writes OUT/result.json and OUT/chart.png. A benchmark, not a test: nothing here asserts a time.
 
-Only the Python standard library. The traffic helpers (bulk source/sink, tiny HTTP responder,
-idle server) run as separate processes of this same file (`--helper ...`) so the measuring
-client never shares a GIL with them.
+Only the Python standard library, plus bench/loadgen.cpp (compiled here with g++): it is the
+HTTP responder and the client of the connect+GET latency rows, so those time the tunnels and not
+Python. The other traffic helpers (bulk source/sink, idle server) run as separate processes of
+this same file (`--helper ...`) so the measuring client never shares a GIL with them.
 """
 import argparse
 import concurrent.futures
@@ -34,10 +35,10 @@ import time
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 BUILD = os.path.join(ROOT, "build-release")
 ALKNET = os.path.join(BUILD, "src", "cli", "alknet")
+LOADGEN_SRC = os.path.join(ROOT, "bench", "loadgen.cpp")
+LOADGEN = os.path.join(BUILD, "bench_loadgen")
 HZ = os.sysconf("SC_CLK_TCK")
 LOCAL = "127.0.0.1"
-HTTP_RESPONSE = (b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: 13\r\n"
-                 b"Connection: close\r\n\r\nhello, bench\n")
 
 
 # ───────────────────────────── helpers (child processes) ─────────────────────────────
@@ -75,47 +76,6 @@ def helper_bulk(port):
     while True:
         c, _ = lsock.accept()
         threading.Thread(target=serve, args=(c,), daemon=True).start()
-
-
-def helper_http(port):
-    """A tiny HTTP/1.x responder on one selector loop: read to the blank line, answer, close.
-    Costs tens of microseconds per request, so latency differences are the tunnel's."""
-    sel = selectors.DefaultSelector()
-    lsock = socket.create_server((LOCAL, port), backlog=1024)
-    lsock.setblocking(False)
-    sel.register(lsock, selectors.EVENT_READ, None)
-    bufs = {}
-    while True:
-        for key, _ in sel.select():
-            if key.data is None:
-                try:
-                    while True:
-                        c, _ = lsock.accept()
-                        c.setblocking(False)
-                        c.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-                        bufs[c] = b""
-                        sel.register(c, selectors.EVENT_READ, 1)
-                except BlockingIOError:
-                    pass
-                continue
-            c = key.fileobj
-            try:
-                b = c.recv(4096)
-            except (BlockingIOError, InterruptedError):
-                continue
-            except OSError:
-                b = b""
-            if b:
-                bufs[c] += b
-                if b"\r\n\r\n" not in bufs[c]:
-                    continue
-                try:
-                    c.send(HTTP_RESPONSE)
-                except OSError:
-                    pass
-            sel.unregister(c)
-            del bufs[c]
-            c.close()
 
 
 def helper_idle(port):
@@ -180,21 +140,17 @@ def recv_exact(s, n):
     return out
 
 
-def socks_get(socks_port, http_port):
-    """One connect + small GET through SOCKS (domain name, resolved by the far side). Seconds."""
-    t0 = time.perf_counter()
-    s = socks_connect(socks_port, "localhost", http_port)
-    with s:
-        s.sendall(b"GET / HTTP/1.1\r\nHost: localhost\r\nUser-Agent: bench\r\n\r\n")
-        got = b""
-        while True:
-            b = s.recv(4096)
-            if not b:
-                break
-            got += b
-    if not got.endswith(b"hello, bench\n"):
-        raise OSError("short HTTP response")
-    return time.perf_counter() - t0
+def socks_gets(socks_port, http_port, n, rounds=1):
+    """Connect + small GET through SOCKS (domain name "localhost", resolved by the far side), by
+    `loadgen socks`: rounds x (n started at once). Latencies in ms, or raises RuntimeError."""
+    argv = [LOADGEN, "socks", str(socks_port), str(http_port), str(n), str(rounds)]
+    r = subprocess.run(argv, capture_output=True, text=True, timeout=15 * rounds + 30)
+    if r.returncode != 0:
+        raise RuntimeError(f"loadgen exited with {r.returncode}: {r.stderr.strip()[-300:]}")
+    j = json.loads(r.stdout)
+    if j["failed"]:
+        raise RuntimeError(f"{j['failed']} of {n * rounds} connect+GETs failed: {r.stderr.strip()[-300:]}")
+    return j["lat_ms"]
 
 
 def socks_bulk(socks_port, bulk_port, kind, nbytes):
@@ -332,9 +288,9 @@ def wait_ready(path, http_port, timeout=15.0):
             if p is not None and p.poll() is not None:
                 raise RuntimeError(f"{path.name}: process exited with {p.returncode}")
         try:
-            socks_get(path.socks, http_port)
+            socks_gets(path.socks, http_port, 1)
             return
-        except OSError as e:
+        except RuntimeError as e:
             last = e
             time.sleep(0.1)
     raise RuntimeError(f"{path.name}: SOCKS path not ready after {timeout}s ({last})")
@@ -426,21 +382,14 @@ def scenarios(cfg, ports):
             return {"gbit": b * 8 / s / 1e9, "cpu_client": cc / gb, "cpu_server": sc / gb}
         return f
 
+    def p50_p99(ms):
+        return {"p50": percentile(ms, 0.5), "p99": percentile(ms, 0.99)}
+
     def lat_seq(p):
-        xs = [socks_get(p.socks, ports["http"]) for _ in range(cfg["seq"])]
-        return {"p50": percentile(xs, 0.5) * 1e3, "p99": percentile(xs, 0.99) * 1e3}
+        return p50_p99(socks_gets(p.socks, ports["http"], 1, cfg["seq"]))
 
     def lat_conc(p):
-        n = cfg["conc"]
-        barrier = threading.Barrier(n)
-
-        def one(_):
-            barrier.wait()
-            return socks_get(p.socks, ports["http"])
-
-        with concurrent.futures.ThreadPoolExecutor(n) as ex:
-            xs = list(ex.map(one, range(n)))
-        return {"p50": percentile(xs, 0.5) * 1e3, "p99": percentile(xs, 0.99) * 1e3}
+        return p50_p99(socks_gets(p.socks, ports["http"], cfg["conc"]))
 
     def lat_fair(p):
         # Small requests on fresh channels while one -L channel carries a download: a session
@@ -459,11 +408,11 @@ def scenarios(cfg, ports):
         xs = []
         t_end = time.time() + max(1.0, T - 2.5)
         while time.time() < t_end and len(xs) < cfg["seq"]:
-            xs.append(socks_get(p.socks, ports["http"]))
+            xs += socks_gets(p.socks, ports["http"], 1, 10)
         th.join()
         if "error" in res:
             raise RuntimeError(f"the bulk transfer failed, so this was no fairness test: {res['error']}")
-        return {"p50": percentile(xs, 0.5) * 1e3, "p99": percentile(xs, 0.99) * 1e3}
+        return p50_p99(xs)
 
     def idle(p):
         c, s = run_idle(p, cfg["idle"], ports["idle"])
@@ -500,6 +449,17 @@ def build(log):
     if not os.path.isdir(BUILD):
         sh(["meson", "setup", BUILD, "-Dbuildtype=release", "-Dtests=false"], cwd=ROOT, stdout=log, stderr=log)
     sh(["ninja", "-C", BUILD, "src/cli/alknet"], cwd=ROOT, stdout=log, stderr=log)
+
+
+def build_loadgen():
+    """Compiles bench/loadgen.cpp next to alknet. Returns None, or why it failed."""
+    os.makedirs(BUILD, exist_ok=True)
+    argv = ["g++", "-O2", "-std=c++20", "-o", LOADGEN, LOADGEN_SRC]
+    try:
+        r = subprocess.run(argv, capture_output=True, text=True)
+    except FileNotFoundError:
+        return "g++ not found (apt-get install g++)"
+    return None if r.returncode == 0 else f"{' '.join(argv)} failed:\n{r.stderr.strip()[-3000:]}"
 
 
 def make_keys(d):
@@ -542,7 +502,7 @@ def main():
     ap.add_argument("--helper", nargs=2, metavar=("KIND", "PORT"), help=argparse.SUPPRESS)
     a = ap.parse_args()
     if a.helper:
-        {"bulk": helper_bulk, "http": helper_http, "idle": helper_idle}[a.helper[0]](int(a.helper[1]))
+        {"bulk": helper_bulk, "idle": helper_idle}[a.helper[0]](int(a.helper[1]))
         return 0
 
     cfg = dict(seconds=5, socks_bytes=512 << 20, seq=1000, conc=100, idle=1000, runs=3) if not a.quick else \
@@ -565,11 +525,16 @@ def main():
             except subprocess.CalledProcessError:
                 print("build failed:\n" + tail(os.path.join(work, "build.log"), 30), file=sys.stderr)
                 return 1
+        err = build_loadgen()
+        if err:
+            print("cannot build the load generator: " + err, file=sys.stderr)
+            return 1
         make_keys(work)
         ports = {k: free_port() for k in ("bulk", "http", "idle")}
-        for k in ("bulk", "http", "idle"):
+        for k in ("bulk", "idle"):
             procs.start([sys.executable, os.path.abspath(__file__), "--helper", k, str(ports[k])],
                         os.path.join(work, f"helper_{k}.log"))
+        procs.start([LOADGEN, "http", str(ports["http"])], os.path.join(work, "loadgen_http.log"))
         time.sleep(0.3)
         return bench(a, cfg, work, procs, ports)
     finally:

@@ -939,8 +939,11 @@ rt::Task<void> Core::flush(std::shared_ptr<Connection> cp) {
       co_return;
     }
     const ngtcp2_tstamp ts = now_ts();
-    const size_t max_udp = std::min<size_t>(ngtcp2_conn_get_path_max_tx_udp_payload_size(c.conn_),
-                                            NGTCP2_MAX_UDP_PAYLOAD_SIZE);
+    // Room for the largest datagram we may send (ngtcp2 shapes ordinary packets down to the
+    // path's current size itself). Not NGTCP2_MAX_UDP_PAYLOAD_SIZE: that is the 1200-byte
+    // minimum, and capping at it kept every packet at 1200 bytes and every PMTUD probe
+    // (1232..1444 bytes) from ever being sent.
+    const size_t max_udp = std::min<size_t>(ngtcp2_conn_get_max_tx_udp_payload_size(c.conn_), kBatchBytes);
     size_t max_pkts = ngtcp2_conn_get_send_quantum(c.conn_) / max_udp;
     max_pkts = std::clamp<size_t>(max_pkts, 1, std::min(kMaxBatchPackets, kBatchBytes / max_udp));
     if (!gso_) max_pkts = std::min<size_t>(max_pkts, 16);

@@ -52,9 +52,21 @@ constexpr size_t kMaxBatchPackets = 64;
 constexpr size_t kRecvBufSize = 65536;
 // Provided receive buffers: header + source address + one datagram each. Our transport
 // parameter max_udp_payload_size keeps peers' datagrams within a slot.
-constexpr unsigned kRxSlots = 256;  // power of two
-constexpr size_t kRxSlotSize = 2048;
-constexpr uint64_t kMaxUdpPayload = kRxSlotSize - sizeof(io_uring_recvmsg_out) - sizeof(sockaddr_storage);
+constexpr size_t kRxSlotHeader = sizeof(io_uring_recvmsg_out) + sizeof(sockaddr_storage);
+// Datagrams on paths through a network: ngtcp2's PMTUD finds the size (it probes up to 1444).
+constexpr uint64_t kMaxUdpPayload = 2048 - kRxSlotHeader;
+// Same-host paths (loopback) have the route MTU the kernel reports and nothing in between,
+// so there we send datagrams up to this size at once (RFC 9000 §14.2: the kernel's PMTU)
+// instead of ~1.4 KB ones: per-packet costs (ngtcp2, AEAD setup, skb handling) shrink
+// with the packet count.
+// (Measured on loopback, 2 cores, bulk upload through the SSH layer: 1444-byte datagrams
+// ~1.6 Gbit/s at ~4.5 s CPU per GB and side; 16 KB ~2.2 Gbit/s at 2.4 s; 65000 bytes ~4 Gbit/s
+// at ~1.9 s.) One datagram per send then (kBatchBytes), so no GSO is needed.
+constexpr uint64_t kLocalUdpPayload = 65000;
+// The provided-buffer ring of one endpoint: at most this many bytes, at most 256 slots.
+// Slots are only touched as far as datagrams fill them (a server's ring is sized for
+// same-host clients, but remote ones only ever touch the first page of a slot).
+constexpr size_t kRxRingBytes = 5 * 1024 * 1024;
 int g_next_bgid = 0;
 constexpr int kSocketBuf = 4 * 1024 * 1024;
 constexpr ngtcp2_tstamp kNever = UINT64_MAX;
@@ -78,6 +90,52 @@ ngtcp2_cid random_cid() {
 
 std::string cid_key(const uint8_t *data, size_t len) { return std::string(reinterpret_cast<const char *>(data), len); }
 std::string cid_key(const ngtcp2_cid &cid) { return cid_key(cid.data, cid.datalen); }
+
+bool same_ip(const net::Endpoint &a, const net::Endpoint &b) {
+  if (a.family() != b.family()) return false;
+  if (a.family() == AF_INET)
+    return reinterpret_cast<const sockaddr_in *>(&a.ss)->sin_addr.s_addr ==
+           reinterpret_cast<const sockaddr_in *>(&b.ss)->sin_addr.s_addr;
+  if (a.family() == AF_INET6)
+    return std::memcmp(&reinterpret_cast<const sockaddr_in6 *>(&a.ss)->sin6_addr,
+                       &reinterpret_cast<const sockaddr_in6 *>(&b.ss)->sin6_addr, sizeof(in6_addr)) == 0;
+  return false;
+}
+
+bool is_loopback(const net::Endpoint &e) {
+  if (e.family() == AF_INET)
+    return (ntohl(reinterpret_cast<const sockaddr_in *>(&e.ss)->sin_addr.s_addr) >> 24) == 127;
+  if (e.family() == AF_INET6) {
+    const in6_addr &a = reinterpret_cast<const sockaddr_in6 *>(&e.ss)->sin6_addr;
+    if (IN6_IS_ADDR_LOOPBACK(&a)) return true;
+    return IN6_IS_ADDR_V4MAPPED(&a) && a.s6_addr[12] == 127;
+  }
+  return false;
+}
+
+// For a UDP socket connected to |remote|: the datagram payload size to use when the path
+// never leaves this host (a loopback address, or one of our own addresses, which the kernel
+// routes over lo), from the route MTU the kernel knows. 0 for paths through a network.
+uint64_t same_host_payload(int connected_fd, const net::Endpoint &remote) {
+  const net::Endpoint local = net::Endpoint::of_socket_local(connected_fd);
+  if (!is_loopback(remote) && !same_ip(local, remote)) return 0;
+  int mtu = 0;
+  socklen_t len = sizeof mtu;
+  const bool v6 = remote.family() == AF_INET6;
+  if (::getsockopt(connected_fd, v6 ? IPPROTO_IPV6 : IPPROTO_IP, v6 ? IPV6_MTU : IP_MTU, &mtu, &len) != 0) return 0;
+  const int headers = v6 ? 40 + 8 : 20 + 8;
+  if (mtu - headers <= static_cast<int>(kMaxUdpPayload)) return 0;  // nothing to gain over PMTUD
+  return std::min<uint64_t>({static_cast<uint64_t>(mtu - headers), kLocalUdpPayload, kBatchBytes});
+}
+
+// The same for an unconnected socket's peer: asks the kernel through a throwaway connected
+// socket (connect() on UDP only looks up the route; nothing is sent).
+uint64_t same_host_payload(const net::Endpoint &remote) {
+  if (remote.family() != AF_INET && remote.family() != AF_INET6) return 0;
+  rt::UniqueFd fd(::socket(remote.family(), SOCK_DGRAM | SOCK_CLOEXEC, IPPROTO_UDP));
+  if (!fd || ::connect(fd.get(), remote.sa(), remote.len) != 0) return 0;
+  return same_host_payload(fd.get(), remote);
+}
 
 std::string ssl_error_text() {
   const uint32_t e = ERR_get_error();
@@ -177,8 +235,12 @@ class Connection;
 // coroutines hold a shared_ptr to it, so it lives exactly as long as they run.
 class Core : public std::enable_shared_from_this<Core> {
  public:
-  Core(rt::UniqueFd fd, bool connected) : fd_(std::move(fd)), connected_(connected) {
+  // |max_rx_payload|: the largest datagram any connection on this socket lets its peer send.
+  Core(rt::UniqueFd fd, bool connected, uint64_t max_rx_payload) : fd_(std::move(fd)), connected_(connected) {
     RAND_bytes(reset_secret_.data(), reset_secret_.size());
+    rx_slot_size_ = (static_cast<size_t>(max_rx_payload) + kRxSlotHeader + 63) & ~size_t{63};
+    rx_slots_ = 256;
+    while (rx_slots_ > 16 && rx_slots_ * rx_slot_size_ > kRxRingBytes) rx_slots_ /= 2;
     local_ = net::Endpoint::of_socket_local(fd_.get());
     ++g_live_endpoints;
   }
@@ -271,6 +333,8 @@ class Core : public std::enable_shared_from_this<Core> {
   std::array<uint8_t, 32> reset_secret_{};
   RecvCompletion recv_cqe_;
   int bgid_ = -1;
+  size_t rx_slot_size_ = 0;
+  unsigned rx_slots_ = 0;  // power of two
   struct FreeDeleter {
     void operator()(void *p) const { std::free(p); }
   };
@@ -289,7 +353,7 @@ class Core : public std::enable_shared_from_this<Core> {
   rt::Event timer_ev_;
   rt::SleepOp *sleeping_ = nullptr;
   ngtcp2_tstamp sleep_deadline_ = kNever;
-  std::unique_ptr<uint8_t[]> txbuf_ = std::make_unique<uint8_t[]>(kBatchBytes + NGTCP2_MAX_UDP_PAYLOAD_SIZE);
+  std::unique_ptr<uint8_t[]> txbuf_ = std::make_unique_for_overwrite<uint8_t[]>(kBatchBytes + NGTCP2_MAX_UDP_PAYLOAD_SIZE);
   rt::Scope tasks_;  // last member: nothing above may be used by a task after it is gone
 };
 
@@ -360,6 +424,7 @@ class Connection : public std::enable_shared_from_this<Connection> {
   ngtcp2_conn *conn_ = nullptr;
   bssl::UniquePtr<SSL> ssl_;
   ConnRef ref_{};
+  uint64_t local_payload_ = 0;  // same-host path: datagram size both ways (0 = ngtcp2's PMTUD)
   net::Endpoint local_, remote_;
   bool server_;
   bool handshake_done_ = false, ready_ = false, dead_ = false, closing_ = false;
@@ -508,6 +573,11 @@ void Connection::fill_params(ngtcp2_settings &s, ngtcp2_transport_params &p, rt:
   s.max_window = kMaxConnWindow;
   s.max_stream_window = kMaxStreamWindow;
   if (ns(hs) > 0) s.handshake_timeout = ns(hs);
+  if (local_payload_ > 0) {
+    s.max_tx_udp_payload_size = local_payload_;
+    s.no_tx_udp_payload_size_shaping = 1;  // full size at once: the kernel knows this path's MTU
+    s.no_pmtud = 1;
+  }
   ngtcp2_transport_params_default(&p);
   p.initial_max_stream_data_bidi_local = kStreamWindow;
   p.initial_max_stream_data_bidi_remote = kStreamWindow;
@@ -516,7 +586,7 @@ void Connection::fill_params(ngtcp2_settings &s, ngtcp2_transport_params &p, rt:
   p.initial_max_streams_bidi = server_ ? 1 : 0;  // the one stream, always opened by the client
   p.initial_max_streams_uni = 0;
   p.max_idle_timeout = ns(idle);
-  p.max_udp_payload_size = kMaxUdpPayload;
+  p.max_udp_payload_size = local_payload_ > 0 ? local_payload_ : kMaxUdpPayload;
   setup_deadline_ = now + (ns(hs) > 0 ? ns(hs) : 10 * NGTCP2_SECONDS);
 }
 
@@ -784,14 +854,14 @@ rt::Task<void> Core::recv_loop_single(std::shared_ptr<Core> self) {
 
 bool Core::setup_buf_ring() {
   void *mem = nullptr;
-  if (posix_memalign(&mem, 4096, kRxSlots * sizeof(io_uring_buf)) != 0) return false;
+  if (posix_memalign(&mem, 4096, rx_slots_ * sizeof(io_uring_buf)) != 0) return false;
   buf_ring_.reset(static_cast<io_uring_buf_ring *>(mem));
-  rx_bufs_ = std::make_unique<uint8_t[]>(kRxSlots * kRxSlotSize);
+  rx_bufs_ = std::make_unique_for_overwrite<uint8_t[]>(rx_slots_ * rx_slot_size_);
   io_uring_buf_ring_init(buf_ring_.get());
   const int bgid = 0x4000 + (g_next_bgid++ % 0x4000);  // our own range of group ids
   io_uring_buf_reg reg{};
   reg.ring_addr = reinterpret_cast<uint64_t>(buf_ring_.get());
-  reg.ring_entries = kRxSlots;
+  reg.ring_entries = rx_slots_;
   reg.bgid = static_cast<uint16_t>(bgid);
   if (io_uring_register_buf_ring(rt::Reactor::current().ring(), &reg, 0) != 0) {
     buf_ring_.reset();
@@ -799,10 +869,10 @@ bool Core::setup_buf_ring() {
     return false;
   }
   bgid_ = bgid;
-  for (unsigned i = 0; i < kRxSlots; ++i)
-    io_uring_buf_ring_add(buf_ring_.get(), rx_bufs_.get() + i * kRxSlotSize, kRxSlotSize, static_cast<uint16_t>(i),
-                          io_uring_buf_ring_mask(kRxSlots), static_cast<int>(i));
-  io_uring_buf_ring_advance(buf_ring_.get(), kRxSlots);
+  for (unsigned i = 0; i < rx_slots_; ++i)
+    io_uring_buf_ring_add(buf_ring_.get(), rx_bufs_.get() + i * rx_slot_size_, rx_slot_size_, static_cast<uint16_t>(i),
+                          io_uring_buf_ring_mask(rx_slots_), static_cast<int>(i));
+  io_uring_buf_ring_advance(buf_ring_.get(), rx_slots_);
   recv_msg_.msg_namelen = sizeof(sockaddr_storage);
   recv_msg_.msg_controllen = 0;
   return true;
@@ -829,8 +899,8 @@ void Core::on_recv_cqe(int32_t res, uint32_t flags) {
 }
 
 void Core::give_back(uint16_t bid) {
-  io_uring_buf_ring_add(buf_ring_.get(), rx_bufs_.get() + size_t(bid) * kRxSlotSize, kRxSlotSize, bid,
-                        io_uring_buf_ring_mask(kRxSlots), 0);
+  io_uring_buf_ring_add(buf_ring_.get(), rx_bufs_.get() + size_t(bid) * rx_slot_size_, rx_slot_size_, bid,
+                        io_uring_buf_ring_mask(rx_slots_), 0);
   io_uring_buf_ring_advance(buf_ring_.get(), 1);
 }
 
@@ -851,7 +921,7 @@ rt::Task<void> Core::recv_loop(std::shared_ptr<Core> self) {
     while (!c.rx_done_.empty()) {
       const auto [bid, res] = c.rx_done_.front();
       c.rx_done_.pop_front();
-      uint8_t *buf = c.rx_bufs_.get() + size_t(bid) * kRxSlotSize;
+      uint8_t *buf = c.rx_bufs_.get() + size_t(bid) * c.rx_slot_size_;
       io_uring_recvmsg_out *o = io_uring_recvmsg_validate(buf, res, &c.recv_msg_);
       // Empty and truncated datagrams are never QUIC (and ngtcp2 asserts on empty input).
       if (o != nullptr && !c.stopping_ && !(o->flags & MSG_TRUNC)) {
@@ -945,7 +1015,7 @@ rt::Task<void> Core::flush(std::shared_ptr<Connection> cp) {
     // (1232..1444 bytes) from ever being sent.
     const size_t max_udp = std::min<size_t>(ngtcp2_conn_get_max_tx_udp_payload_size(c.conn_), kBatchBytes);
     size_t max_pkts = ngtcp2_conn_get_send_quantum(c.conn_) / max_udp;
-    max_pkts = std::clamp<size_t>(max_pkts, 1, std::min(kMaxBatchPackets, kBatchBytes / max_udp));
+    max_pkts = std::clamp<size_t>(max_pkts, 1, std::max<size_t>(1, std::min(kMaxBatchPackets, kBatchBytes / max_udp)));
     if (!gso_) max_pkts = std::min<size_t>(max_pkts, 16);
 
     uint8_t *buf = txbuf_.get();
@@ -1078,7 +1148,9 @@ class ClientCore final : public Core {
 class ServerCore final : public Core {
  public:
   ServerCore(rt::UniqueFd fd, QuicServerConfig cfg, bssl::UniquePtr<SSL_CTX> ctx)
-      : Core(std::move(fd), false), cfg_(std::move(cfg)), ctx_(std::move(ctx)) {}
+      : Core(std::move(fd), false, std::max(kMaxUdpPayload, kLocalUdpPayload)),
+        cfg_(std::move(cfg)),
+        ctx_(std::move(ctx)) {}
   ~ServerCore() override {
     for (auto &[p, c] : all_) c->core_ = nullptr;
   }
@@ -1105,6 +1177,7 @@ class ServerCore final : public Core {
     if (ngtcp2_accept(&hd, pkt.data(), pkt.size()) != 0 || hd.type != NGTCP2_PKT_INITIAL) return;
     if (all_.size() >= cfg_.max_connections) return;
     auto c = std::make_shared<Connection>(this, true);
+    c->local_payload_ = same_host_payload(from);
     ngtcp2_cid scid;
     if (!c->init_server(cfg_, ctx_.get(), hd, local(), from, scid)) return;
     all_.emplace(c.get(), c);
@@ -1328,8 +1401,10 @@ rt::Task<rt::Result<std::unique_ptr<stream::Stream>>> quic_connect(const QuicCli
   const int cr = co_await rt::connect(fd.get(), server.sa(), server.len);
   if (cr < 0) co_return R(rt::errno_error(-cr, "udp connect " + server.to_string()));
 
-  auto core = std::make_shared<ClientCore>(std::move(fd), true);
+  const uint64_t local_payload = same_host_payload(fd.get(), server);
+  auto core = std::make_shared<ClientCore>(std::move(fd), true, local_payload > 0 ? local_payload : kMaxUdpPayload);
   auto conn = std::make_shared<Connection>(core.get(), false);
+  conn->local_payload_ = local_payload;
   const std::string name = cfg.server_name.empty() ? server.ip() : cfg.server_name;
   if (!conn->init_client(cfg, ctx.get(), core->local(), server, name)) {
     std::string text = conn->error_text_.empty() ? "QUIC client setup failed" : conn->error_text_;

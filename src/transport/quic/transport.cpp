@@ -159,7 +159,7 @@ class ByteQueue {
   void append(const uint8_t *p, size_t n) {
     while (n > 0) {
       if (blocks_.empty() || tail_len_ == kBlock) {
-        blocks_.push_back(std::make_unique<uint8_t[]>(kBlock));
+        blocks_.push_back(new_block());
         tail_len_ = 0;
       }
       const size_t k = std::min(n, kBlock - tail_len_);
@@ -186,6 +186,7 @@ class ByteQueue {
         tail_len_ = 0;
         break;
       }
+      if (!spare_) spare_ = std::move(blocks_.front());
       blocks_.pop_front();
       head_ -= kBlock;
     }
@@ -222,6 +223,15 @@ class ByteQueue {
   }
 
  private:
+  // Every byte passes through a block, so blocks are neither zero-filled (make_unique would
+  // memset each one: 2.5% of a bulk sender's CPU) nor freed and reallocated each time: the
+  // last one emptied is kept for the next.
+  std::unique_ptr<uint8_t[]> new_block() {
+    if (spare_) return std::move(spare_);
+    return std::make_unique_for_overwrite<uint8_t[]>(kBlock);
+  }
+
+  std::unique_ptr<uint8_t[]> spare_;
   std::deque<std::unique_ptr<uint8_t[]>> blocks_;
   size_t head_ = 0, tail_len_ = 0;
   uint64_t begin_ = 0, end_ = 0;

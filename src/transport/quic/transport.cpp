@@ -448,6 +448,8 @@ class Connection : public std::enable_shared_from_this<Connection> {
   int64_t sid_ = -1;
   bool announce_ = false;
   ByteQueue rx_;
+  std::span<uint8_t> rx_direct_;  // the buffer of a read() waiting for data, if any
+  size_t rx_direct_len_ = 0;      // bytes already delivered into it (all before rx_'s)
   bool rx_fin_ = false, rx_reset_ = false;
   ByteQueue tx_;  // written but not yet acknowledged
   uint64_t sent_ = 0;
@@ -471,7 +473,16 @@ int cb_recv_stream_data(ngtcp2_conn *, uint32_t flags, int64_t stream_id, uint64
                         size_t datalen, void *user_data, void *) {
   auto *c = self_of(user_data);
   if (stream_id != c->sid_) return 0;
-  c->rx_.append(data, datalen);
+  // A reader waiting with an empty queue gets the bytes straight into its buffer (one copy
+  // instead of two); what does not fit, and everything after it, queues in order.
+  if (c->rx_.empty() && c->rx_direct_len_ < c->rx_direct_.size()) {
+    const size_t k = std::min(datalen, c->rx_direct_.size() - c->rx_direct_len_);
+    std::memcpy(c->rx_direct_.data() + c->rx_direct_len_, data, k);
+    c->rx_direct_len_ += k;
+    data += k;
+    datalen -= k;
+  }
+  if (datalen > 0) c->rx_.append(data, datalen);
   if (flags & NGTCP2_STREAM_DATA_FLAG_FIN) c->rx_fin_ = true;
   c->rx_ev_.set();
   return 0;
@@ -1320,7 +1331,16 @@ class QuicStream final : public stream::Stream {
       if (c->dead_) co_return c->error_;
       if (c->rx_reset_) co_return -ECONNRESET;
       c->rx_ev_.reset();
+      c->rx_direct_ = {reinterpret_cast<uint8_t *>(buf.data()), buf.size()};
+      c->rx_direct_len_ = 0;
       const bool ok = co_await c->rx_ev_.wait();
+      const size_t direct = c->rx_direct_len_;
+      c->rx_direct_ = {};
+      c->rx_direct_len_ = 0;
+      if (direct > 0) {  // even when cancelled: these bytes are in the caller's buffer now
+        c->consumed(direct);
+        co_return static_cast<ssize_t>(direct);
+      }
       if (!ok) co_return -ECANCELED;
     }
   }

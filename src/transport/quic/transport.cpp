@@ -1169,7 +1169,7 @@ class ClientCore final : public Core {
 class ServerCore final : public Core {
  public:
   ServerCore(rt::UniqueFd fd, QuicServerConfig cfg, bssl::UniquePtr<SSL_CTX> ctx)
-      : Core(std::move(fd), false, std::max(kMaxUdpPayload, kLocalUdpPayload)),
+      : Core(std::move(fd), false, cfg.same_host_datagrams ? std::max(kMaxUdpPayload, kLocalUdpPayload) : kMaxUdpPayload),
         cfg_(std::move(cfg)),
         ctx_(std::move(ctx)) {}
   ~ServerCore() override {
@@ -1198,7 +1198,7 @@ class ServerCore final : public Core {
     if (ngtcp2_accept(&hd, pkt.data(), pkt.size()) != 0 || hd.type != NGTCP2_PKT_INITIAL) return;
     if (all_.size() >= cfg_.max_connections) return;
     auto c = std::make_shared<Connection>(this, true);
-    c->local_payload_ = same_host_payload(from);
+    if (cfg_.same_host_datagrams) c->local_payload_ = same_host_payload(from);
     ngtcp2_cid scid;
     if (!c->init_server(cfg_, ctx_.get(), hd, local(), from, scid)) return;
     all_.emplace(c.get(), c);
@@ -1431,7 +1431,7 @@ rt::Task<rt::Result<std::unique_ptr<stream::Stream>>> quic_connect(const QuicCli
   const int cr = co_await rt::connect(fd.get(), server.sa(), server.len);
   if (cr < 0) co_return R(rt::errno_error(-cr, "udp connect " + server.to_string()));
 
-  const uint64_t local_payload = same_host_payload(fd.get(), server);
+  const uint64_t local_payload = cfg.same_host_datagrams ? same_host_payload(fd.get(), server) : 0;
   auto core = std::make_shared<ClientCore>(std::move(fd), true, local_payload > 0 ? local_payload : kMaxUdpPayload);
   auto conn = std::make_shared<Connection>(core.get(), false);
   conn->local_payload_ = local_payload;

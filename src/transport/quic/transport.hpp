@@ -34,6 +34,9 @@ struct QuicClientConfig {
   rt::Duration keepalive = 15s;  // 0 = no keep-alive PINGs
   rt::Duration handshake_timeout = 10s;
   int cc_algo = NGTCP2_CC_ALGO_CUBIC;
+  // Same-host paths (loopback, our own address) use datagrams up to the route MTU (65000
+  // bytes) instead of PMTUD's ~1.4 KB. Off: every path is treated as a network path (tests).
+  bool same_host_datagrams = true;
 };
 
 struct QuicServerConfig {
@@ -43,6 +46,7 @@ struct QuicServerConfig {
   rt::Duration handshake_timeout = 10s;  // also bounds the wait for the client's stream
   int cc_algo = NGTCP2_CC_ALGO_CUBIC;
   size_t max_connections = 4096;
+  bool same_host_datagrams = true;  // as in QuicClientConfig
 };
 
 // "cubic", "bbr" or "reno" (as the command line spells them) to ngtcp2's algorithm; cubic otherwise.

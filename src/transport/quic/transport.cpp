@@ -475,7 +475,7 @@ int cb_recv_stream_data(ngtcp2_conn *, uint32_t flags, int64_t stream_id, uint64
   if (stream_id != c->sid_) return 0;
   // A reader waiting with an empty queue gets the bytes straight into its buffer (one copy
   // instead of two); what does not fit, and everything after it, queues in order.
-  if (c->rx_.empty() && c->rx_direct_len_ < c->rx_direct_.size()) {
+  if (datalen > 0 && c->rx_.empty() && c->rx_direct_len_ < c->rx_direct_.size()) {  // (a FIN may come with no data)
     const size_t k = std::min(datalen, c->rx_direct_.size() - c->rx_direct_len_);
     std::memcpy(c->rx_direct_.data() + c->rx_direct_len_, data, k);
     c->rx_direct_len_ += k;

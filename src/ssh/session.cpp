@@ -473,19 +473,14 @@ void Channel::close() {
 rt::Task<ssize_t> Channel::read(std::span<std::byte> buf) {
   for (;;) {
     if (rx_bytes_ > 0) {
+      // A copy of what peek() lends, chunk by chunk.
       size_t n = 0;
-      while (n < buf.size() && !rx_.empty()) {
-        auto &c = rx_.front();
-        const size_t take = std::min<size_t>(buf.size() - n, c.end - c.begin);
-        std::memcpy(buf.data() + n, c.data.get() + c.begin, take);
-        c.begin += uint32_t(take);
+      for (auto lent = peek(); n < buf.size() && !lent.empty(); lent = peek()) {
+        const size_t take = std::min(buf.size() - n, lent.size());
+        std::memcpy(buf.data() + n, lent.data(), take);
+        consume(take);
         n += take;
-        if (c.begin == c.end) {
-          return_chunk(std::move(c.data));
-          rx_.erase(rx_.begin());
-        }
       }
-      took(n);
       co_return ssize_t(n);
     }
     if (eof_received_ || remote_closed_) co_return 0;

@@ -109,54 +109,47 @@ rt::Task<void> copy(Stream &from, Stream &to, size_t buf_size, uint64_t &count, 
   for (;;) {
     // A source with its own receive buffer (an SSH channel) lends it: written from there,
     // the bytes are copied once less.
-    if (auto lent = from.peek(); !lent.empty()) {
+    std::span<const std::byte> data = from.peek();
+    const bool lent = !data.empty();
+    if (lent) {
       buf = {};
-      ssize_t w = co_await to.write(lent);
-      if (w < 0) {
-        failure = w;
+    } else {
+      if (!buf) {
+        // Drained: wait for more without holding a buffer, so an idle tunnel costs none.
+        const int r = co_await from.wait_readable();
+        if (r < 0) {
+          failure = r;
+          break;
+        }
+        if (!from.peek().empty()) continue;  // lent, no buffer needed
+        buf = pool().take(buf_size);
+      }
+      ssize_t n = co_await from.read(buf.span());
+      if (n == 0) {
+        int r = co_await to.shutdown_write();
+        if (r < 0 && r != -ENOTCONN && error == 0) error = -r;
+        co_return;
+      }
+      if (n < 0) {
+        failure = n;
         break;
       }
-      from.consume(lent.size());
-      count += lent.size();
-      if (--budget == 0) {
-        budget = 16;
-        co_await rt::yield();
-      }
-      continue;
+      data = buf.span().first(size_t(n));
     }
-    if (!buf) {
-      // Drained: wait for more without holding a buffer, so an idle tunnel costs none.
-      const int r = co_await from.wait_readable();
-      if (r < 0) {
-        failure = r;
-        break;
-      }
-      if (!from.peek().empty()) continue;  // lent, no buffer needed
-      buf = pool().take(buf_size);
-    }
-    ssize_t n = co_await from.read(buf.span());
-    if (n == 0) {
-      int r = co_await to.shutdown_write();
-      if (r < 0 && r != -ENOTCONN && error == 0) error = -r;
-      co_return;
-    }
-    if (n < 0) {
-      failure = n;
-      break;
-    }
-    ssize_t w = co_await to.write(buf.span().first(size_t(n)));
+    ssize_t w = co_await to.write(data);
     if (w < 0) {
       failure = w;
       break;
     }
-    count += uint64_t(n);
-    // A short read means the source had no more for now: park the buffer while we wait.
-    if (size_t(n) < buf_size) buf = {};
+    count += data.size();
+    if (lent)
+      from.consume(data.size());
+    else if (data.size() < buf_size)
+      buf = {};  // a short read: the source had no more for now; park the buffer while we wait
     if (--budget == 0) {
       budget = 16;
       co_await rt::yield();
     }
-    continue;
   }
   // Failure (or cancellation): record the first error and stop the other direction too.
   if (error == 0) error = int(-failure);

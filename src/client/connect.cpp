@@ -196,7 +196,8 @@ class App {
         client_->on_forwarded = [this](std::unique_ptr<ssh::Channel> ch, int port) { on_forwarded(std::move(ch), port); };
         if (!o_.quiet)
           log("connected transport=" + o_.transport + " server=" + server + " host_key=" +
-              client_->host_key_fingerprint() + " socks5=" + o_.socks5.host + ":" + std::to_string(o_.socks5.port));
+              client_->host_key_fingerprint() +
+              " cipher=" + std::string(ssh::cipher_name(client_->core().wire().negotiated().c2s)) + " socks5=" + o_.socks5.host + ":" + std::to_string(o_.socks5.port));
         backoff = 1s;
         co_await register_remote_forwards();
         co_await client_->core().dead_event().wait();

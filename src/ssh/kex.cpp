@@ -103,8 +103,19 @@ std::vector<uint8_t> encode_kexinit(const KexInit& k) {
   return out;
 }
 
+std::string tls_bound_cipher_name(const Binding& binding) {
+  static constexpr char kHex[] = "0123456789abcdef";
+  std::string n(kTlsBoundPrefix);
+  for (uint8_t b : binding) {
+    n += kHex[b >> 4];
+    n += kHex[b & 15];
+  }
+  n += kTlsBoundSuffix;
+  return n;
+}
+
 KexInit our_kexinit(Role role, bool initial, const std::array<uint8_t, 16>& cookie,
-                    const std::vector<std::string>& cipher_override) {
+                    const std::vector<std::string>& cipher_override, const std::optional<Binding>& binding) {
   KexInit k;
   k.cookie = cookie;
   k.lists[kKexAlgs] = {"curve25519-sha256", "curve25519-sha256@libssh.org"};
@@ -118,6 +129,7 @@ KexInit our_kexinit(Role role, bool initial, const std::array<uint8_t, 16>& cook
     ciphers = {"aes128-gcm@openssh.com", "aes256-gcm@openssh.com", "chacha20-poly1305@openssh.com"};
   else
     ciphers = {"chacha20-poly1305@openssh.com", "aes128-gcm@openssh.com", "aes256-gcm@openssh.com"};
+  if (cipher_override.empty() && binding) ciphers.insert(ciphers.begin(), tls_bound_cipher_name(*binding));
   k.lists[kEncC2S] = ciphers;
   k.lists[kEncS2C] = ciphers;
   // Every cipher above is an AEAD, so the MAC lists are never consulted (OpenSSH skips MAC

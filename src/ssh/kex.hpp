@@ -6,6 +6,17 @@
 // ciphers aes128-gcm@openssh.com, aes256-gcm@openssh.com, chacha20-poly1305@openssh.com (all
 // AEAD, so no MAC is negotiated), no compression. Stock OpenSSH offers all of them. The initial
 // exchange also carries the strict-kex markers (Terrapin, CVE-2023-48795) and ext-info-c.
+//
+// Over tls and quic every byte would be sealed twice: by the TLS/QUIC channel and by the SSH
+// cipher. So an alknet peer on such a channel puts one more cipher first in both lists,
+// "tls-bound-<binding in hex>@alknet.invalid", where the binding is that channel's TLS 1.3
+// exporter (stream.hpp). Negotiation picks a name only if both lists carry it, i.e. only if both
+// ends see the same TLS session; a relay that terminates TLS has different sessions on its two
+// legs, so the names differ and the usual AEAD is chosen. The KEXINITs are part of the exchange
+// hash that the server's host key signs, so nobody in between can rewrite the names without the
+// key exchange failing. Under the bound cipher the SSH host-key check therefore also
+// authenticates the TLS channel (whatever its certificate), and that channel's AEAD protects
+// the packets. OpenSSH never lists the name, so it never meets this.
 #pragma once
 
 #include <array>
@@ -49,10 +60,14 @@ std::optional<KexInit> parse_kexinit(std::span<const uint8_t> payload);
 std::vector<uint8_t> encode_kexinit(const KexInit& k);
 
 // Our offer. Cipher preference puts AES-GCM first when the CPU has AES instructions, else
-// ChaCha20-Poly1305. `initial` adds the strict-kex and ext-info markers (first exchange only).
-// `ciphers` (names, in preference order) replaces the default list when not empty.
+// ChaCha20-Poly1305; with a channel binding, the bound cipher comes before both. `initial`
+// adds the strict-kex and ext-info markers (first exchange only). `ciphers` (names, in
+// preference order) replaces the default list, bound cipher included, when not empty.
+using Binding = std::array<uint8_t, 16>;
 KexInit our_kexinit(Role role, bool initial, const std::array<uint8_t, 16>& cookie,
-                    const std::vector<std::string>& ciphers = {});
+                    const std::vector<std::string>& ciphers = {}, const std::optional<Binding>& binding = {});
+// "tls-bound-" + 32 lower-case hex digits + "@alknet.invalid" (57 bytes: names stop at 64).
+std::string tls_bound_cipher_name(const Binding& binding);
 
 struct Negotiated {
   std::string kex;      // "curve25519-sha256" or the @libssh.org alias

@@ -51,6 +51,7 @@ class CipherState {
     if (k.key.size() != cipher_key_len(cipher) || k.iv.size() != cipher_iv_len(cipher)) return false;
     switch (cipher) {
       case Cipher::None:
+      case Cipher::TlsBound:
         return true;
       case Cipher::Aes128Gcm:
       case Cipher::Aes256Gcm: {
@@ -97,6 +98,10 @@ std::optional<Cipher> cipher_from_name(std::string_view name) {
   if (name == "aes128-gcm@openssh.com") return Cipher::Aes128Gcm;
   if (name == "aes256-gcm@openssh.com") return Cipher::Aes256Gcm;
   if (name == "chacha20-poly1305@openssh.com") return Cipher::ChaCha20Poly1305;
+  if (name.starts_with(kTlsBoundPrefix) && name.ends_with(kTlsBoundSuffix)) {
+    auto hex = name.substr(kTlsBoundPrefix.size(), name.size() - kTlsBoundPrefix.size() - kTlsBoundSuffix.size());
+    if (hex.size() == 32 && hex.find_first_not_of("0123456789abcdef") == std::string_view::npos) return Cipher::TlsBound;
+  }
   return std::nullopt;
 }
 
@@ -106,6 +111,7 @@ std::string_view cipher_name(Cipher c) {
     case Cipher::Aes128Gcm: return "aes128-gcm@openssh.com";
     case Cipher::Aes256Gcm: return "aes256-gcm@openssh.com";
     case Cipher::ChaCha20Poly1305: return "chacha20-poly1305@openssh.com";
+    case Cipher::TlsBound: return "tls-bound";
   }
   return "none";
 }
@@ -116,6 +122,7 @@ size_t cipher_key_len(Cipher c) {
     case Cipher::Aes128Gcm: return 16;
     case Cipher::Aes256Gcm: return 32;
     case Cipher::ChaCha20Poly1305: return 64;
+    case Cipher::TlsBound: return 0;
   }
   return 0;
 }
@@ -126,11 +133,13 @@ namespace {
 
 // Block size for padding, and whether the 4-byte length counts towards it (only without an
 // AEAD, where RFC 4253 pads the whole packet; the AEAD modes leave the length out).
+// Packets without a cipher of their own ("none", and TlsBound whose channel seals them).
+bool clear(Cipher c) { return c == Cipher::None || c == Cipher::TlsBound; }
 size_t block_of(Cipher c) { return (c == Cipher::Aes128Gcm || c == Cipher::Aes256Gcm) ? 16 : 8; }
-size_t tag_of(Cipher c) { return c == Cipher::None ? 0 : kTagLen; }
+size_t tag_of(Cipher c) { return clear(c) ? 0 : kTagLen; }
 size_t padding_for(Cipher c, size_t payload_len) {
   const size_t bs = block_of(c);
-  const size_t covered = (c == Cipher::None ? 4 : 0) + 1 + payload_len;
+  const size_t covered = (clear(c) ? 4 : 0) + 1 + payload_len;
   size_t pad = bs - covered % bs;
   if (pad < 4) pad += bs;
   return pad;
@@ -166,11 +175,12 @@ size_t PacketSealer::seal_in_place(std::span<uint8_t> buf, size_t payload_len) {
   uint8_t* p = buf.data();
   put_u32(p, uint32_t(packet_len));
   p[4] = uint8_t(pad);
-  // Padding is encrypted under an AEAD, so its value carries nothing; RFC 4253 only asks that it
-  // be "arbitrary". Zeros keep the per-packet path free of a random-number call.
+  // Padding is encrypted (by the AEAD, or under TlsBound by the channel), so its value carries
+  // nothing; RFC 4253 only asks that it be "arbitrary". Zeros keep the per-packet path free of a random-number call.
   std::memset(p + kPacketHeader + payload_len, 0, pad);
   switch (c) {
     case Cipher::None:
+    case Cipher::TlsBound:
       break;
     case Cipher::Aes128Gcm:
     case Cipher::Aes256Gcm: {
@@ -214,7 +224,7 @@ Opened PacketOpener::open(std::span<uint8_t> buf) {
   }
   const size_t packet_len = get_u32(len_bytes);
   const size_t bs = block_of(c);
-  const size_t aligned = c == Cipher::None ? packet_len + 4 : packet_len;
+  const size_t aligned = clear(c) ? packet_len + 4 : packet_len;
   if (packet_len < 5 || packet_len > kMaxPacketLength || aligned % bs != 0) {
     r.status = Opened::Error;
     r.error = "bad packet length";
@@ -228,6 +238,7 @@ Opened PacketOpener::open(std::span<uint8_t> buf) {
   uint8_t* p = buf.data();
   switch (c) {
     case Cipher::None:
+    case Cipher::TlsBound:
       break;
     case Cipher::Aes128Gcm:
     case Cipher::Aes256Gcm:

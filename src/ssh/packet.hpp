@@ -2,7 +2,9 @@
 // aes128-gcm@openssh.com / aes256-gcm@openssh.com (RFC 5647 as OpenSSH's PROTOCOL file amends
 // it: the 4-byte length is plaintext, authenticated as additional data) and
 // chacha20-poly1305@openssh.com (OpenSSH PROTOCOL.chacha20poly1305: the length has its own key).
-// No MAC-then-encrypt ciphers: every cipher we negotiate authenticates itself.
+// No MAC-then-encrypt ciphers: every cipher we negotiate authenticates itself, except
+// TlsBound: two alknet peers on one TLS 1.3 / QUIC channel whose binding both KEXINITs name
+// (see kex.hpp) leave encryption and integrity to that channel, and packets go as under "none".
 //
 // Built for one copy per byte: a sealer encrypts a packet in place in the caller's buffer (the
 // payload is written straight after a 5-byte header), and an opener decrypts in place in the
@@ -22,12 +24,14 @@
 
 namespace alk::ssh {
 
-enum class Cipher { None, Aes128Gcm, Aes256Gcm, ChaCha20Poly1305 };
+enum class Cipher { None, Aes128Gcm, Aes256Gcm, ChaCha20Poly1305, TlsBound };
 
+// Also knows the bound-cipher names (kTlsBoundPrefix + 32 hex digits + kTlsBoundSuffix).
 std::optional<Cipher> cipher_from_name(std::string_view name);
-std::string_view cipher_name(Cipher c);
-size_t cipher_key_len(Cipher c);  // 0, 16, 32, 64
-size_t cipher_iv_len(Cipher c);   // 0, 12, 12, 0
+std::string_view cipher_name(Cipher c);  // TlsBound: "tls-bound" (its wire names vary)
+inline constexpr std::string_view kTlsBoundPrefix = "tls-bound-", kTlsBoundSuffix = "@alknet.invalid";
+size_t cipher_key_len(Cipher c);  // 0, 16, 32, 64, 0
+size_t cipher_iv_len(Cipher c);   // 0, 12, 12, 0, 0
 
 // One direction's keys, as derived at NEWKEYS (RFC 4253 §7.2: letters A-D).
 struct DirectionKeys {

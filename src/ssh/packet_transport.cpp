@@ -181,7 +181,7 @@ void PacketTransport::handle_transport(std::span<const uint8_t> p) {
 void PacketTransport::send_kexinit() {
   std::array<uint8_t, 16> cookie{};
   RAND_bytes(cookie.data(), cookie.size());
-  our_kexinit_ = encode_kexinit(our_kexinit(cfg_.role, initial_, cookie, cfg_.ciphers));
+  our_kexinit_ = encode_kexinit(our_kexinit(cfg_.role, initial_, cookie, cfg_.ciphers, cfg_.channel_binding));
   // State first: sealing counts bytes, and the count must not start another re-key.
   we_sent_kexinit_ = true;
   if (kex_ == KexState::Idle) kex_ = KexState::SentInit;

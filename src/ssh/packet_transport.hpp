@@ -56,6 +56,8 @@ struct TransportConfig {
   std::function<bool(std::span<const uint8_t> host_key_blob)> accept_host_key;
   // Cipher names in preference order; empty = AES-GCM first when the CPU has AES instructions.
   std::vector<std::string> ciphers;
+  // The binding of the TLS 1.3 / QUIC channel beneath, if any: offers the bound cipher (kex.hpp).
+  std::optional<Binding> channel_binding;
   // Start a re-key after this many bytes in either direction since the last one.
   uint64_t rekey_bytes = uint64_t{1} << 30;
 };

@@ -57,6 +57,7 @@ void put_u32(uint8_t *p, uint32_t v) {
 
 SessionCore::SessionCore(std::unique_ptr<stream::Stream> transport, TransportConfig cfg)
     : transport_(std::move(transport)), wire_(std::move(cfg)) {
+  wire_.config().channel_binding = transport_->channel_binding();
   if (int fd = transport_->native_fd(); fd >= 0) {
     // Every channel shares this one socket, so whatever waits unsent in its send buffer delays
     // every other channel's next packet: keep at most this much unsent in the kernel (the rest

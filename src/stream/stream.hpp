@@ -2,8 +2,10 @@
 // one relay between two of them.
 #pragma once
 
+#include <array>
 #include <cstddef>
 #include <cstdint>
+#include <optional>
 #include <span>
 #include <sys/types.h>
 
@@ -11,6 +13,8 @@
 #include "runtime/task.hpp"
 
 namespace alk::stream {
+
+using ChannelBinding = std::array<std::uint8_t, 16>;
 
 class Stream {
  public:
@@ -35,6 +39,10 @@ class Stream {
   virtual void close() = 0;
   // The socket beneath, for socket options (e.g. TCP_NOTSENT_LOWAT); -1 when there is none.
   virtual int native_fd() const { return -1; }
+  // A secure channel's binding (a TLS 1.3 exporter, RFC 8446 §7.5): the same value at both
+  // ends of one TLS/QUIC connection and a different one on each leg of a relay that terminates
+  // it. Nothing for streams that are not an established TLS 1.3 channel.
+  virtual std::optional<ChannelBinding> channel_binding() const { return std::nullopt; }
 };
 
 // A connected stream socket (TCP or AF_UNIX).

@@ -15,6 +15,7 @@ netem) and falls back to a userspace lossy relay on loopback otherwise.
 import os
 import random
 import re
+import select
 import shutil
 import socket
 import ssl
@@ -141,6 +142,42 @@ class HttpConnectProxy(TcpListener):
                 t.join(60)
 
 
+class TlsTerminatingRelay(TcpListener):
+    """A man in the middle who holds a certificate the client trusts: ends the client's TLS,
+    opens its own TLS to the server and copies the plaintext (the SSH bytes) between the two.
+    .relayed counts connections that reached the server."""
+
+    def __init__(self, server_port):
+        self.server_port = server_port
+        self.relayed = 0
+        self.front = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        self.front.load_cert_chain(E.cert, E.key)
+        self.front.set_alpn_protocols(['alknet-ssh'])
+        self.back = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+        self.back.check_hostname = False
+        self.back.verify_mode = ssl.CERT_NONE
+        self.back.set_alpn_protocols(['alknet-ssh'])
+        super().__init__(self.handle, backlog=16)
+
+    def handle(self, c):
+        # One thread drives both TLS sockets (an SSL object must not be read and written from
+        # two threads at once): wait for either, move what it has, repeat until one ends.
+        a = self.front.wrap_socket(c, server_side=True)
+        with a, self.back.wrap_socket(socket.create_connection((LOOP, self.server_port), timeout=10)) as b:
+            self.relayed += 1
+            a.settimeout(30)
+            b.settimeout(30)
+            while True:
+                ready = [s for s in (a, b) if s.pending()] or select.select([a, b], [], [], 30)[0]
+                if not ready:
+                    return
+                for src in ready:
+                    d = src.recv(65536)
+                    if not d:
+                        return
+                    (b if src is a else a).sendall(d)
+
+
 # ---------------------------------------------------------------------------------------
 # SOCKS / curl
 
@@ -201,6 +238,7 @@ def test_tls_curl_5mb_byte_exact():
         check('connection opened remote_addr=127.0.0.1 transport=tls' in E.tls.log(),
               'server did not log transport=tls')
         check('connected transport=tls' in c.log(), 'client did not log transport=tls')
+        check(' cipher=tls-bound ' in c.log(), f'TLS is not the only cipher layer: {c.log()[-300:]!r}')
 
 
 def test_tls_refuses_self_signed_without_trust():
@@ -217,6 +255,23 @@ def test_tls_refuses_self_signed_without_trust():
     with Client('tls-wrong-name', E.tls.port, 'tls', wait=False, extra=['--tls-server-name', 'example.com']) as c:
         c.wait_log('connect failed', 10)
         check('connected transport=' not in c.log(), 'client accepted a certificate for another name')
+
+
+def test_tls_binding_refused_through_a_tls_terminating_relay():
+    # The bound cipher leaves packet protection to TLS, so it must never be chosen when the
+    # TLS session the client sees is not the one the server sees, even if the man in the
+    # middle holds a certificate the client trusts: SSH's own AEAD is negotiated instead and
+    # the session still works (the relay cannot read it, and the host key proves the server).
+    relay = TlsTerminatingRelay(E.tls.port)
+    try:
+        with Client('tls-mitm', relay.port, 'tls') as c:
+            fetch_ok(c.socks, 'big.bin', 'through a TLS-terminating relay')
+            check(relay.relayed >= 1, 'the relay was not used')
+            m = re.search(r'connected transport=tls .* cipher=(\S+) ', c.log())
+            check(m is not None and m.group(1) in ('aes128-gcm@openssh.com', 'chacha20-poly1305@openssh.com'),
+                  f'cipher through the relay: {m.group(1) if m else c.log()[-300:]!r}')
+    finally:
+        relay.stop()
 
 
 def test_tls_accepts_with_ca_and_with_insecure():
@@ -466,6 +521,7 @@ def test_quic_32mb_byte_exact():
             RATES['baseline: same 32 MB straight from the python http server'] = 32 * 1.048576 / (time.monotonic() - t0)
         check('connection opened remote_addr=127.0.0.1 transport=quic' in E.quic.log(),
               'server did not log transport=quic')
+        check(' cipher=tls-bound ' in c.log(), f'QUIC is not the only cipher layer: {c.log()[-300:]!r}')
         parallel_downloads(c.socks, 16, 'big.bin')
 
 
@@ -850,6 +906,7 @@ def test_logs_never_name_destinations():
 TESTS = [
     test_tls_curl_5mb_byte_exact,
     test_tls_refuses_self_signed_without_trust,
+    test_tls_binding_refused_through_a_tls_terminating_relay,
     test_tls_accepts_with_ca_and_with_insecure,
     test_tls_openssh_proxycommand,
     test_stealth_looks_like_nginx,

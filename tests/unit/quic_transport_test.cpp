@@ -203,6 +203,9 @@ TEST_CASE("handshake, then 32 MB client to server byte-exact", "[quic][transport
     REQUIRE(ar);
     auto server = std::move(ar.value().first);
     CHECK(ar.value().second.ip() == "127.0.0.1");
+    // One TLS 1.3 handshake inside QUIC: both ends export the same channel binding.
+    REQUIRE(client->channel_binding());
+    CHECK(client->channel_binding() == server->channel_binding());
 
     ReadResult got;
     rt::Scope sc;

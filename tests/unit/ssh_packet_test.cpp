@@ -92,7 +92,7 @@ TransportConfig server_cfg(const HostKey& hk, std::vector<std::string> ciphers =
 }  // namespace
 
 TEST_CASE("packets round-trip under every cipher, byte by byte and in bulk") {
-  for (Cipher c : {Cipher::None, Cipher::Aes128Gcm, Cipher::Aes256Gcm, Cipher::ChaCha20Poly1305}) {
+  for (Cipher c : {Cipher::None, Cipher::Aes128Gcm, Cipher::Aes256Gcm, Cipher::ChaCha20Poly1305, Cipher::TlsBound}) {
     INFO(std::string(cipher_name(c)));
     PacketSealer s;
     PacketOpener o;
@@ -219,6 +219,47 @@ TEST_CASE("negotiation follows the client's order and names what is missing") {
   REQUIRE(n);
   CHECK(n->client_guessed_wrong);
   CHECK_FALSE(n->server_guessed_wrong);
+}
+
+TEST_CASE("the TLS-bound cipher is chosen only when both ends name the same channel binding") {
+  std::array<uint8_t, 16> cookie{};
+  Binding b1{}, b2{};
+  for (size_t i = 0; i < b1.size(); ++i) {
+    b1[i] = uint8_t(i * 17);
+    b2[i] = uint8_t(i * 17 + 1);
+  }
+  const std::string name = tls_bound_cipher_name(b1);
+  CHECK(name == "tls-bound-00112233445566778899aabbccddeeff@alknet.invalid");
+  CHECK(name.size() <= 64);
+  CHECK(cipher_from_name(name) == Cipher::TlsBound);
+  for (const char* bad : {"tls-bound-00112233445566778899AABBCCDDEEFF@alknet.invalid",
+                          "tls-bound-00112233445566778899aabbccddeef@alknet.invalid",
+                          "tls-bound-00112233445566778899aabbccddeeff0@alknet.invalid",
+                          "tls-bound-00112233445566778899aabbccddeeff@alknet", "tls-bound", "none"})
+    CHECK_FALSE(cipher_from_name(bad));
+
+  auto c = our_kexinit(Role::Client, true, cookie, {}, b1);
+  CHECK(c.lists[kEncC2S].front() == name);
+  CHECK(c.lists[kEncS2C].front() == name);
+  CHECK(c.lists[kEncC2S].size() == 4);  // the AEADs stay offered behind it
+  std::string err;
+  auto n = negotiate(c, our_kexinit(Role::Server, true, cookie, {}, b1), true, &err);
+  REQUIRE(n);
+  CHECK(n->c2s == Cipher::TlsBound);
+  CHECK(n->s2c == Cipher::TlsBound);
+  // Another channel (a relay that terminates TLS), or one end without a channel: SSH's own AEAD.
+  for (const auto& [client, server] :
+       {std::pair{std::optional<Binding>(b1), std::optional<Binding>(b2)}, std::pair{std::optional<Binding>(b1), std::optional<Binding>()},
+        std::pair{std::optional<Binding>(), std::optional<Binding>(b1)}}) {
+    n = negotiate(our_kexinit(Role::Client, true, cookie, {}, client), our_kexinit(Role::Server, true, cookie, {}, server),
+                  true, &err);
+    REQUIRE(n);
+    CHECK(n->c2s != Cipher::TlsBound);
+    CHECK(n->s2c != Cipher::TlsBound);
+  }
+  // An explicit cipher list is the whole offer.
+  CHECK(our_kexinit(Role::Client, true, cookie, {"aes128-gcm@openssh.com"}, b1).lists[kEncC2S] ==
+        std::vector<std::string>{"aes128-gcm@openssh.com"});
 }
 
 TEST_CASE("mpint encoding is minimal and sign-safe") {
@@ -365,6 +406,65 @@ TEST_CASE("transport: refused host key, garbage, and a tampered stream fail clea
     p.server.commit_input(bytes.size());
     CHECK_FALSE(p.server.next_payload());
     CHECK(p.server.error() == "message authentication failed");
+  }
+}
+
+TEST_CASE("transport: the bound cipher carries payloads, and a rewritten binding fails the key exchange") {
+  HostKey hk;
+  Binding b1{}, b2{};
+  b1.fill(0x5a);
+  b2.fill(0xa5);
+  {
+    auto cc = client_cfg();
+    cc.channel_binding = b1;
+    auto sc = server_cfg(hk);
+    sc.channel_binding = b1;
+    Pair p(cc, sc);
+    p.client.start();
+    p.server.start();
+    p.pump(7);
+    REQUIRE(p.client.established());
+    REQUIRE(p.server.established());
+    CHECK(p.client.negotiated().c2s == Cipher::TlsBound);
+    CHECK(p.server.negotiated().s2c == Cipher::TlsBound);
+    auto area = p.server.begin_payload(kMaxPayload);
+    auto data = payload_of(kMaxPayload, 9);
+    data[0] = msg::kChannelData;
+    std::memcpy(area.data(), data.data(), data.size());
+    p.server.finish_payload();
+    p.client.send(data);
+    p.pump();
+    REQUIRE(p.to_client.size() == 1);
+    CHECK(p.to_client[0] == data);
+    REQUIRE(p.to_server.size() == 1);
+    CHECK(p.to_server[0] == data);
+  }
+  {
+    // A man in the middle with a TLS session to each end (bindings b1 and b2) rewrites the
+    // client's KEXINIT so the server sees its own binding. The server would choose the bound
+    // cipher, but the exchange hashes now differ: the client refuses the host-key signature.
+    auto cc = client_cfg();
+    cc.channel_binding = b1;
+    auto sc = server_cfg(hk);
+    sc.channel_binding = b2;
+    Pair p(cc, sc);
+    p.client.start();
+    p.server.start();
+    auto out = p.client.output();
+    std::string bytes(reinterpret_cast<const char*>(out.data()), out.size());
+    const auto from = tls_bound_cipher_name(b1), to = tls_bound_cipher_name(b2);
+    size_t rewritten = 0;
+    for (size_t at; (at = bytes.find(from)) != std::string::npos; ++rewritten) bytes.replace(at, from.size(), to);
+    CHECK(rewritten == 2);
+    auto space = p.server.input_space(bytes.size());
+    std::memcpy(space.data(), bytes.data(), bytes.size());
+    p.server.commit_input(bytes.size());
+    p.client.consume_output(out.size());
+    p.pump();
+    CHECK(p.server.negotiated().c2s == Cipher::TlsBound);
+    CHECK(p.client.failed());
+    CHECK_FALSE(p.client.established());
+    CHECK(p.to_server.empty());
   }
 }
 

@@ -396,6 +396,10 @@ TEST_CASE("8 MiB byte-exact through TLS, pump and an echo", "[tls]") {
     REQUIRE(b.server->ok());
     auto &client = *b.client->value();
     auto &server = *b.server->value();
+    // Both ends of one TLS 1.3 connection export the same channel binding (kex.hpp).
+    REQUIRE(client.channel_binding());
+    CHECK(client.channel_binding() == server.channel_binding());
+    CHECK(*client.channel_binding() != stream::ChannelBinding{});
     int sp[2];
     REQUIRE(socketpair(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0, sp) == 0);
     stream::FdStream near(rt::UniqueFd{sp[0]});

@@ -1384,6 +1384,10 @@ class QuicStream final : public stream::Stream {
     c_.reset();
   }
 
+  std::optional<stream::ChannelBinding> channel_binding() const override {
+    return c_ ? transport::tls_channel_binding(c_->ssl_.get()) : std::nullopt;
+  }
+
  private:
   std::shared_ptr<Connection> c_;
 };

@@ -146,6 +146,8 @@ class TlsConn final : public stream::Stream {
     fd_.reset();
   }
 
+  std::optional<stream::ChannelBinding> channel_binding() const override { return tls_channel_binding(ssl_.get()); }
+
   // read() with an optional deadline (the stealth peek uses one).
   rt::Task<ssize_t> read_until(std::span<std::byte> buf, Deadline dl) {
     if (replay_pos_ < replay_.size()) {
@@ -533,6 +535,15 @@ rt::Result<detail::SslCtxPtr> new_server_ctx(const TlsServerConfig &cfg) {
   return ctx;
 }
 }  // namespace
+
+std::optional<stream::ChannelBinding> tls_channel_binding(SSL *ssl) {
+  if (!ssl || SSL_in_init(ssl) || SSL_version(ssl) != TLS1_3_VERSION) return std::nullopt;
+  static constexpr std::string_view kLabel = "EXPORTER-alknet-ssh-channel-binding";
+  stream::ChannelBinding b{};
+  if (!SSL_export_keying_material(ssl, b.data(), b.size(), kLabel.data(), kLabel.size(), nullptr, 0, 0))
+    return std::nullopt;
+  return b;
+}
 
 bool use_pem_certificate(ssl_ctx_st *ctx, std::string_view chain, std::string_view key, std::string *why) {
   bssl::UniquePtr<BIO> cb(BIO_new_mem_buf(chain.data(), int(chain.size())));

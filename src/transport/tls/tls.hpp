@@ -18,6 +18,7 @@
 #include "transport/tls/stealth.hpp"
 
 struct ssl_ctx_st;
+struct ssl_st;
 
 namespace alk::transport {
 
@@ -95,6 +96,11 @@ class TlsServerContext {
 // Loads a PEM chain (leaf first) and its key, held in memory, into ctx (tls and quic both use
 // it). False with *why set ("certificate: ...", "key: does not match the certificate").
 bool use_pem_certificate(ssl_ctx_st *ctx, std::string_view chain_pem, std::string_view key_pem, std::string *why);
+
+// The channel binding of an established TLS 1.3 connection (tls or quic): 16 bytes of the
+// exporter (RFC 8446 §7.5) under our own label. Nothing before the handshake has finished or
+// for TLS 1.2 (stealth accepts it; our own client never speaks it).
+std::optional<stream::ChannelBinding> tls_channel_binding(ssl_st *ssl);
 
 // Client handshake over a connected TCP socket: verifies the chain and the host name (or IP)
 // unless insecure, and insists on the ALPN the config asks for. Bounded by handshake_timeout.

@@ -29,7 +29,10 @@ using Deadline = std::optional<rt::Clock::time_point>;
 
 constexpr const char *kSystemCaBundle = "/etc/ssl/certs/ca-certificates.crt";
 // Room for a few full TLS records per recv, so one syscall usually feeds several SSL_reads.
-constexpr size_t kRecvBuffer = 64 * 1024 + 512;
+// A connection starts with the small buffer (handshakes, scanners, idle sessions); one whose
+// recv fills it is moving bulk and gets the big one: 4x fewer recvs, measured 0.63-0.76 ->
+// 0.79-0.87 of tcp's throughput for 8 parallel uploads.
+constexpr size_t kRecvBuffer = 64 * 1024 + 512, kRecvBufferBulk = 256 * 1024 + 512;
 // Plaintext per SSL_write: its records go out together in one send.
 constexpr size_t kWriteChunk = 256 * 1024;
 // How long and how much a refused stealth client may still send after its 404.
@@ -281,6 +284,7 @@ class TlsConn final : public stream::Stream {
       co_return ok ? 0 : -ECANCELED;
     }
     if (in_begin_ == in_end_) in_begin_ = in_end_ = 0;
+    if (in_filled_ && in_.size() < kRecvBufferBulk) in_.resize(kRecvBufferBulk);  // no recv in flight
     if (in_end_ == in_.size() && in_begin_ > 0) {
       std::memmove(in_.data(), in_.data() + in_begin_, in_end_ - in_begin_);
       in_end_ -= in_begin_;
@@ -296,9 +300,10 @@ class TlsConn final : public stream::Stream {
     else
       r = co_await rt::recv(fd_.get(), tail);
     recv_busy_ = false;
-    if (r > 0)
+    if (r > 0) {
       in_end_ += size_t(r);
-    else if (r == 0)
+      in_filled_ = in_filled_ || size_t(r) == tail.size();
+    } else if (r == 0)
       in_eof_ = true;
     else if (r != -ETIMEDOUT && r != -ECANCELED && r != -EINTR && r != -EAGAIN)
       recv_error_ = -r;
@@ -387,6 +392,7 @@ class TlsConn final : public stream::Stream {
   rt::UniqueFd fd_;
   std::vector<std::byte> in_;
   size_t in_begin_ = 0, in_end_ = 0;
+  bool in_filled_ = false;  // a recv filled the buffer: grow it to kRecvBufferBulk
   bool in_eof_ = false;
   int recv_error_ = 0;
   bool recv_busy_ = false;

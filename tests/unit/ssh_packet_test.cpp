@@ -438,6 +438,18 @@ TEST_CASE("transport: the bound cipher carries payloads, and a rewritten binding
     CHECK(p.to_client[0] == data);
     REQUIRE(p.to_server.size() == 1);
     CHECK(p.to_server[0] == data);
+    // A re-key keeps the bound cipher (same channel, same names) and loses nothing.
+    const auto before = p.client.key_exchanges();
+    p.client.config().rekey_bytes = 1;
+    p.client.send(data);  // counted: starts a key exchange
+    p.client.config().rekey_bytes = uint64_t{1} << 30;
+    p.pump(4096);
+    REQUIRE_FALSE(p.client.failed());
+    REQUIRE_FALSE(p.server.failed());
+    CHECK(p.client.key_exchanges() > before);
+    CHECK(p.server.negotiated().c2s == Cipher::TlsBound);
+    REQUIRE(p.to_server.size() == 2);
+    CHECK(p.to_server[1] == data);
   }
   {
     // A man in the middle with a TLS session to each end (bindings b1 and b2) rewrites the

@@ -2,6 +2,7 @@
 #include <arpa/inet.h>
 #include <dirent.h>
 #include <fcntl.h>
+#include <netinet/in.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -239,8 +240,9 @@ TEST_CASE("handshake, then 32 MB client to server byte-exact", "[quic][transport
 }
 
 // Loopback normally gets same-host datagrams (65000 bytes, one per send); with them off the
-// connection takes the network-path code: ~1.4 KB packets sized by PMTUD, sent in GSO batches.
-TEST_CASE("network-path packetization (PMTUD, GSO): 16 MB client to server byte-exact", "[quic][transport]") {
+// connection takes the network-path code: ~1.4 KB packets sized by PMTUD, sent in GSO batches
+// and received as GRO runs.
+TEST_CASE("network-path packetization (PMTUD, GSO, GRO): 16 MB client to server byte-exact", "[quic][transport]") {
   Fixture f;
   rt::run_blocking([]() -> rt::Task<void> {
     constexpr uint64_t kTotal = 16ull * 1024 * 1024;
@@ -258,6 +260,7 @@ TEST_CASE("network-path packetization (PMTUD, GSO): 16 MB client to server byte-
     REQUIRE(ar);
     auto server = std::move(ar.value().first);
 
+    const uint64_t gro_before = quic::gro_runs();
     ReadResult got;
     rt::Scope sc;
     sc.spawn(read_pattern(*server, 3, got));
@@ -269,6 +272,10 @@ TEST_CASE("network-path packetization (PMTUD, GSO): 16 MB client to server byte-
     (void)j;
     CHECK(got.bytes == kTotal);
     CHECK(got.intact);
+    // GSO batches cross loopback intact, so a GRO socket receives them as runs to split.
+    int one = 1, probe = ::socket(AF_INET, SOCK_DGRAM, 0);
+    if (::setsockopt(probe, IPPROTO_UDP, 104 /* UDP_GRO */, &one, sizeof one) == 0) CHECK(quic::gro_runs() > gro_before);
+    ::close(probe);
     server->close();
     client->close();
     co_await l.stop();

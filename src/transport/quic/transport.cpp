@@ -31,6 +31,9 @@
 #ifndef UDP_SEGMENT
 #define UDP_SEGMENT 103
 #endif
+#ifndef UDP_GRO
+#define UDP_GRO 104
+#endif
 
 namespace alk::quic {
 
@@ -50,9 +53,16 @@ constexpr rt::Duration kLinger = 3s;
 constexpr size_t kBatchBytes = 65000;
 constexpr size_t kMaxBatchPackets = 64;
 constexpr size_t kRecvBufSize = 65536;
-// Provided receive buffers: header + source address + one datagram each. Our transport
-// parameter max_udp_payload_size keeps peers' datagrams within a slot.
-constexpr size_t kRxSlotHeader = sizeof(io_uring_recvmsg_out) + sizeof(sockaddr_storage);
+// Provided receive buffers: header + source address + room for one cmsg + one datagram (or
+// one GRO run) each. Our transport parameter max_udp_payload_size keeps peers' datagrams
+// within a slot.
+constexpr size_t kRxCmsgSpace = CMSG_SPACE(sizeof(int));
+constexpr size_t kRxSlotHeader = sizeof(io_uring_recvmsg_out) + sizeof(sockaddr_storage) + kRxCmsgSpace;
+// Receive offload (UDP_GRO): the kernel hands over a run of one sender's equal-sized datagrams
+// as one buffer of up to 64 KiB (a GSO batch that crossed loopback or a veth intact, or what
+// the NIC's GRO merged) and says the segment size in a cmsg; we split it again. One recvmsg
+// then brings up to 45 network-size datagrams instead of one.
+constexpr size_t kGroBytes = 65535;
 // Datagrams on paths through a network: ngtcp2's PMTUD finds the size (it probes up to 1444).
 constexpr uint64_t kMaxUdpPayload = 2048 - kRxSlotHeader;
 // Same-host paths (loopback) have the route MTU the kernel reports and nothing in between,
@@ -72,6 +82,7 @@ constexpr int kSocketBuf = 4 * 1024 * 1024;
 constexpr ngtcp2_tstamp kNever = UINT64_MAX;
 
 size_t g_live_endpoints = 0;
+uint64_t g_gro_runs = 0;
 
 ngtcp2_tstamp now_ts() {
   return static_cast<ngtcp2_tstamp>(
@@ -116,6 +127,17 @@ bool is_loopback(const net::Endpoint &e) {
 // For a UDP socket connected to |remote|: the datagram payload size to use when the path
 // never leaves this host (a loopback address, or one of our own addresses, which the kernel
 // routes over lo), from the route MTU the kernel knows. 0 for paths through a network.
+// The segment size of a GRO run (every datagram but the last has it), or 0: one datagram.
+size_t gro_segment_size(io_uring_recvmsg_out *o, msghdr &m) {
+  for (cmsghdr *cm = io_uring_recvmsg_cmsg_firsthdr(o, &m); cm != nullptr; cm = io_uring_recvmsg_cmsg_nexthdr(o, &m, cm)) {
+    if (cm->cmsg_level != SOL_UDP || cm->cmsg_type != UDP_GRO || cm->cmsg_len < CMSG_LEN(sizeof(int))) continue;
+    int v = 0;
+    std::memcpy(&v, CMSG_DATA(cm), sizeof v);
+    return v > 0 ? size_t(v) : 0;
+  }
+  return 0;
+}
+
 uint64_t same_host_payload(int connected_fd, const net::Endpoint &remote) {
   const net::Endpoint local = net::Endpoint::of_socket_local(connected_fd);
   if (!is_loopback(remote) && !same_ip(local, remote)) return 0;
@@ -248,9 +270,7 @@ class Core : public std::enable_shared_from_this<Core> {
   // |max_rx_payload|: the largest datagram any connection on this socket lets its peer send.
   Core(rt::UniqueFd fd, bool connected, uint64_t max_rx_payload) : fd_(std::move(fd)), connected_(connected) {
     RAND_bytes(reset_secret_.data(), reset_secret_.size());
-    rx_slot_size_ = (static_cast<size_t>(max_rx_payload) + kRxSlotHeader + 63) & ~size_t{63};
-    rx_slots_ = 256;
-    while (rx_slots_ > 16 && rx_slots_ * rx_slot_size_ > kRxRingBytes) rx_slots_ /= 2;
+    size_ring(static_cast<size_t>(max_rx_payload));
     local_ = net::Endpoint::of_socket_local(fd_.get());
     ++g_live_endpoints;
   }
@@ -263,8 +283,19 @@ class Core : public std::enable_shared_from_this<Core> {
 
   void start() {
     recv_cqe_.core = this;
-    if (setup_buf_ring()) tasks_.spawn(recv_loop(shared_from_this()));
-    else tasks_.spawn(recv_loop_single(shared_from_this()));
+    // GRO only with the ring: its slots are sized for a whole run (the fallback reads one
+    // datagram at a time and would see a run as one oversized datagram).
+    const int one = 1;
+    gro_ = ::setsockopt(fd_.get(), SOL_UDP, UDP_GRO, &one, sizeof one) == 0;
+    if (gro_) size_ring(std::max(rx_slot_size_ - kRxSlotHeader, kGroBytes));
+    if (setup_buf_ring()) {
+      tasks_.spawn(recv_loop(shared_from_this()));
+    } else {
+      const int zero = 0;
+      if (gro_) (void)::setsockopt(fd_.get(), SOL_UDP, UDP_GRO, &zero, sizeof zero);
+      gro_ = false;
+      tasks_.spawn(recv_loop_single(shared_from_this()));
+    }
     tasks_.spawn(send_loop(shared_from_this()));
     tasks_.spawn(timer_loop(shared_from_this()));
   }
@@ -327,6 +358,11 @@ class Core : public std::enable_shared_from_this<Core> {
     Core *core = nullptr;
     void complete(int32_t res, uint32_t flags) override { core->on_recv_cqe(res, flags); }
   };
+  void size_ring(size_t max_payload) {
+    rx_slot_size_ = (max_payload + kRxSlotHeader + 63) & ~size_t{63};
+    rx_slots_ = 256;
+    while (rx_slots_ > 16 && rx_slots_ * rx_slot_size_ > kRxRingBytes) rx_slots_ /= 2;
+  }
   bool setup_buf_ring();
   void arm_recv();
   void on_recv_cqe(int32_t res, uint32_t flags);
@@ -357,6 +393,7 @@ class Core : public std::enable_shared_from_this<Core> {
   rt::Event recv_ev_;
   rt::Completion *sleeping_recv_ = nullptr;  // the single-shot fallback's pending recvmsg
   bool gso_ = true;
+  bool gro_ = false;
   std::deque<std::shared_ptr<Connection>> send_q_;
   rt::Event send_ev_;
   std::set<std::pair<ngtcp2_tstamp, Connection *>> timers_;
@@ -895,7 +932,7 @@ bool Core::setup_buf_ring() {
                           io_uring_buf_ring_mask(rx_slots_), static_cast<int>(i));
   io_uring_buf_ring_advance(buf_ring_.get(), rx_slots_);
   recv_msg_.msg_namelen = sizeof(sockaddr_storage);
-  recv_msg_.msg_controllen = 0;
+  recv_msg_.msg_controllen = gro_ ? kRxCmsgSpace : 0;
   return true;
 }
 
@@ -951,8 +988,12 @@ rt::Task<void> Core::recv_loop(std::shared_ptr<Core> self) {
           net::Endpoint ep;
           std::memcpy(&ep.ss, io_uring_recvmsg_name(o), o->namelen);
           ep.len = o->namelen;
-          c.on_datagram(std::span<const uint8_t>(static_cast<uint8_t *>(io_uring_recvmsg_payload(o, &c.recv_msg_)), len),
-                        ep);
+          const std::span<const uint8_t> run(static_cast<uint8_t *>(io_uring_recvmsg_payload(o, &c.recv_msg_)), len);
+          const size_t seg = c.gro_ ? gro_segment_size(o, c.recv_msg_) : 0;
+          const size_t step = seg > 0 ? seg : run.size();
+          if (step < run.size()) ++g_gro_runs;
+          for (size_t off = 0; off < run.size() && !c.stopping_; off += step)
+            c.on_datagram(run.subspan(off, std::min(step, run.size() - off)), ep);
         }
       }
       c.give_back(bid);
@@ -1398,6 +1439,7 @@ class QuicStream final : public stream::Stream {
 // Public API.
 
 size_t live_endpoints() { return g_live_endpoints; }
+uint64_t gro_runs() { return g_gro_runs; }
 
 int cc_algo(std::string_view name) {
   if (name == "bbr") return NGTCP2_CC_ALGO_BBR;

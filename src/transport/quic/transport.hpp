@@ -89,5 +89,7 @@ class QuicListener {
 // Endpoint cores (client or listener) still alive: each one holds a socket until its
 // coroutines have ended. Tests use it to wait for a clean teardown.
 size_t live_endpoints();
+// Runs of datagrams the kernel handed over coalesced (UDP_GRO) and we split, since start (tests).
+uint64_t gro_runs();
 
 }  // namespace alk::quic

@@ -199,7 +199,9 @@ class TlsConn final : public stream::Stream {
       }
       ERR_clear_error();
       if (in_eof_ && in_begin_ == in_end_) {
-        // TCP EOF without close_notify: SSH above has its own integrity, report end of stream.
+        // TCP EOF without close_notify: report end of stream. Whoever cut the connection could
+        // as well have reset it: SSH above sees the session end, or a packet cut short, never
+        // bytes that were not sent (records are authenticated whatever the SSH cipher).
         read_closed_ = true;
         co_return 0;
       }

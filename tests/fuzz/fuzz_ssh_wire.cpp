@@ -4,6 +4,7 @@
 // the mode; the rest is the peer's bytes.
 #include <openssl/curve25519.h>
 
+#include <algorithm>
 #include <cstdint>
 #include <cstring>
 #include <string_view>
@@ -111,9 +112,21 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
         auto again = parse_kexinit(encode_kexinit(*k));
         FUZZ_CHECK(again && again->lists == k->lists && again->cookie == k->cookie);
         std::string err;
-        auto ours = our_kexinit(Role::Server, true, k->cookie);
-        if (auto n = negotiate(*k, ours, true, &err)) FUZZ_CHECK(n->hostkey == "ssh-ed25519");
-        else FUZZ_CHECK(!err.empty());
+        // Our side on a TLS channel: the bound cipher may only be chosen if the peer named
+        // exactly our binding, in that direction's list.
+        Binding b;
+        b.fill(0x5a);
+        const std::string bound = tls_bound_cipher_name(b);
+        auto ours = our_kexinit(Role::Server, true, k->cookie, {}, b);
+        if (auto n = negotiate(*k, ours, true, &err)) {
+          FUZZ_CHECK(n->hostkey == "ssh-ed25519");
+          const auto& c2s = k->lists[kEncC2S];
+          const auto& s2c = k->lists[kEncS2C];
+          if (n->c2s == Cipher::TlsBound) FUZZ_CHECK(std::find(c2s.begin(), c2s.end(), bound) != c2s.end());
+          if (n->s2c == Cipher::TlsBound) FUZZ_CHECK(std::find(s2c.begin(), s2c.end(), bound) != s2c.end());
+        } else {
+          FUZZ_CHECK(!err.empty());
+        }
       }
       break;
     }

@@ -414,11 +414,15 @@ TEST_CASE("transport: the bound cipher carries payloads, and a rewritten binding
   Binding b1{}, b2{};
   b1.fill(0x5a);
   b2.fill(0xa5);
-  {
+  auto configs = [&](const Binding& client, const Binding& server) {
     auto cc = client_cfg();
-    cc.channel_binding = b1;
+    cc.channel_binding = client;
     auto sc = server_cfg(hk);
-    sc.channel_binding = b1;
+    sc.channel_binding = server;
+    return std::pair{cc, sc};
+  };
+  {
+    auto [cc, sc] = configs(b1, b1);
     Pair p(cc, sc);
     p.client.start();
     p.server.start();
@@ -455,10 +459,7 @@ TEST_CASE("transport: the bound cipher carries payloads, and a rewritten binding
     // A man in the middle with a TLS session to each end (bindings b1 and b2) rewrites the
     // client's KEXINIT so the server sees its own binding. The server would choose the bound
     // cipher, but the exchange hashes now differ: the client refuses the host-key signature.
-    auto cc = client_cfg();
-    cc.channel_binding = b1;
-    auto sc = server_cfg(hk);
-    sc.channel_binding = b2;
+    auto [cc, sc] = configs(b1, b2);
     Pair p(cc, sc);
     p.client.start();
     p.server.start();

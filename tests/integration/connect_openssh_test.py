@@ -23,9 +23,9 @@ import threading
 import time
 from types import SimpleNamespace
 
-from harness import (DEST_PORTS, LOOP, AlknetLog, HttpServer, Stoppable, TcpListener, TestFailure, check, curl,
-                     destination_leaks, fd_count, finish, free_port, keygen, parallel_curls, port_open, random_files,
-                     recv_all, recv_exact, run, run_tests, sha, socks5_request, wait_until)
+from harness import (DEST_PORTS, LOOP, USED_PORTS, AlknetLog, HttpServer, Stoppable, TcpListener, TestFailure, check,
+                     curl, destination_leaks, fd_count, finish, free_port, keygen, parallel_curls, port_open,
+                     random_files, recv_all, recv_exact, run, run_tests, sha, socks5_request, wait_until)
 
 ALKNET = os.path.abspath(sys.argv[1]) if len(sys.argv) > 1 else ''
 ONLY = sys.argv[2:]
@@ -170,6 +170,9 @@ class TcpServer(TcpListener):
             s.settimeout(30)
             handler(s)
         super().__init__(with_timeout)
+        while self.port in USED_PORTS:  # a port alknet listened on before: its logs name it
+            self.close()
+            super().__init__(with_timeout)
         DEST_PORTS.add(self.port)
 
 

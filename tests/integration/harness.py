@@ -20,6 +20,10 @@ import traceback
 
 LOOP = '127.0.0.1'
 DEST_PORTS = set()   # destination ports the tests used; shared with the scripts (mutated, never rebound)
+# Ports free_port() handed out (alknet's listeners, which its logs name): a destination never
+# gets one of them, and free_port() never hands out a destination's, or a log naming its own
+# port would look like a leaked destination once the kernel reuses the number.
+USED_PORTS = set()
 
 
 class TestFailure(Exception):
@@ -62,10 +66,13 @@ def free_port(kind=socket.SOCK_STREAM):
         with socket.socket(type=kind) as s:
             s.bind((LOOP, 0))
             p = s.getsockname()[1]
+        if p in DEST_PORTS:
+            continue
         other = socket.SOCK_DGRAM if kind == socket.SOCK_STREAM else socket.SOCK_STREAM
         try:
             with socket.socket(type=other) as s:
                 s.bind((LOOP, p))
+            USED_PORTS.add(p)
             return p
         except OSError:
             continue
@@ -191,8 +198,12 @@ class HttpServer:
     def __init__(self, root, host=LOOP):
         handler = lambda *a, **kw: QuietHandler(*a, directory=root, **kw)  # noqa: E731
         http.server.ThreadingHTTPServer.daemon_threads = True
-        self.srv = http.server.ThreadingHTTPServer((host, 0), handler)
-        self.port = self.srv.server_address[1]
+        for _ in range(50):
+            self.srv = http.server.ThreadingHTTPServer((host, 0), handler)
+            self.port = self.srv.server_address[1]
+            if self.port not in USED_PORTS:
+                break
+            self.srv.server_close()
         DEST_PORTS.add(self.port)
         self.t = threading.Thread(target=self.srv.serve_forever, daemon=True)
         self.t.start()

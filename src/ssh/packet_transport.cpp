@@ -331,10 +331,25 @@ std::span<uint8_t> PacketTransport::begin_payload(size_t n) {
   return {out_.data() + payload_start_ + kPacketHeader, n};
 }
 
-void PacketTransport::finish_payload() {
-  if (payload_held_) return;
-  const size_t sealed = sealer_.seal_in_place(std::span<uint8_t>(out_).subspan(payload_start_), payload_len_);
+void PacketTransport::finish_payload(size_t used) {
+  used = std::min(used, payload_len_);
+  if (payload_held_) {
+    if (used != payload_len_) {
+      for (int i = 0; i < 4; ++i) held_[payload_start_ - 4 + size_t(i)] = uint8_t(used >> (24 - 8 * i));
+      held_.resize(payload_start_ + used);
+    }
+    return;
+  }
+  if (used != payload_len_) out_.resize(payload_start_ + sealer_.sealed_size(used));
+  const size_t sealed = sealer_.seal_in_place(std::span<uint8_t>(out_).subspan(payload_start_), used);
   count_and_maybe_rekey(sealed);
+}
+
+void PacketTransport::cancel_payload() {
+  if (payload_held_)
+    held_.resize(payload_start_ - 4);
+  else
+    out_.resize(payload_start_);
 }
 
 void PacketTransport::flush_held() {

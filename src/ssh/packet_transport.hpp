@@ -83,9 +83,12 @@ class PacketTransport {
 
   // Sends one payload. During a key exchange it is held (in order) until NEWKEYS is sent.
   void send(std::span<const uint8_t> payload);
-  // The zero-copy form: reserve room for a payload of exactly n bytes, fill it, then finish.
+  // The zero-copy form: reserve room for a payload of up to n bytes, fill it, then finish with
+  // the length used (default: all n), or cancel. Nothing else may be sent in between.
   std::span<uint8_t> begin_payload(size_t n);
-  void finish_payload();
+  void finish_payload() { finish_payload(payload_len_); }
+  void finish_payload(size_t used);
+  void cancel_payload();
 
   // Bytes waiting to go out, and how to drop the part the socket took.
   std::span<const uint8_t> output() const { return {out_.data() + out_pos_, out_.size() - out_pos_}; }

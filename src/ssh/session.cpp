@@ -565,6 +565,35 @@ rt::Task<ssize_t> Channel::write(std::span<const std::byte> buf) {
   co_return ssize_t(done);
 }
 
+std::span<std::byte> Channel::write_room(size_t max) {
+  if (!core_ || !core_->alive() || remote_closed_ || eof_sent_ || close_sent_ || remote_window_ == 0 ||
+      core_->pending_output() >= kOutputHighWater || room_)
+    return {};  // write() knows how to wait for each of these
+  const size_t n = std::min({max, size_t(remote_window_), size_t(remote_max_packet_)});
+  auto area = core_->wire().begin_payload(9 + n);
+  if (area.size() != 9 + n) {  // the transport failed
+    core_->wire().cancel_payload();
+    return {};
+  }
+  room_ = area.data();
+  room_[0] = msg::kChannelData;
+  put_u32(room_ + 1, remote_id_);
+  return std::as_writable_bytes(area.subspan(9));
+}
+
+void Channel::commit_room(size_t n) {
+  if (!room_) return;
+  uint8_t *p = std::exchange(room_, nullptr);
+  if (n == 0) {
+    core_->wire().cancel_payload();
+    return;
+  }
+  put_u32(p + 5, uint32_t(n));
+  core_->wire().finish_payload(9 + n);
+  core_->kick();
+  remote_window_ -= uint32_t(n);
+}
+
 rt::Task<int> Channel::shutdown_write() {
   if (!core_ || !core_->alive()) co_return -ENOTCONN;
   if (!eof_sent_ && !close_sent_ && open_state_ == 1) {

@@ -164,6 +164,8 @@ class Channel final : public stream::Stream {
   rt::Task<int> wait_readable() override;
   std::span<const std::byte> peek() override;
   void consume(size_t n) override;
+  std::span<std::byte> write_room(size_t max) override;
+  void commit_room(size_t n) override;
   void close() override;
   // Set by an exit-status request from the peer (alknet's open-status signal).
   int exit_status() const { return exit_status_; }
@@ -182,6 +184,7 @@ class Channel final : public stream::Stream {
   SessionCore *core_;
   uint32_t local_id_ = 0, remote_id_ = 0;
   uint32_t remote_window_ = 0, remote_max_packet_ = 0;
+  uint8_t *room_ = nullptr;  // write_room(): the CHANNEL_DATA payload being filled
   uint32_t local_window_ = kChannelWindow;  // what the peer may still send
   uint32_t consumed_ = 0;                   // read since the last WINDOW_ADJUST
   // Received data not yet read: fixed-size chunks leased from a per-thread pool, so a busy

@@ -3,6 +3,7 @@
 #pragma once
 
 #include <array>
+#include <cerrno>
 #include <cstddef>
 #include <cstdint>
 #include <optional>
@@ -35,6 +36,15 @@ class Stream {
   // valid until consume() or read(); consume(n) takes its first n bytes as read.
   virtual std::span<const std::byte> peek() { return {}; }
   virtual void consume(size_t) {}
+  // The other way round, for sinks that build their output in buffers of their own (an SSH
+  // channel's packets): room for up to max bytes, filled by the caller without waiting, then
+  // commit_room(n) sends its first n as write() would (0: nothing). Empty when the sink cannot
+  // take bytes right now; write() is the one that waits.
+  virtual std::span<std::byte> write_room(size_t) { return {}; }
+  virtual void commit_room(size_t) {}
+  // Reads what is already there without waiting: bytes, 0 at end of stream, -EAGAIN when
+  // nothing is there yet (wait_readable() then waits), -errno. -EOPNOTSUPP: this stream cannot.
+  virtual ssize_t try_read(std::span<std::byte>) { return -EOPNOTSUPP; }
   // Releases the underlying resource; pending reads/writes must have been cancelled first.
   virtual void close() = 0;
   // The socket beneath, for socket options (e.g. TCP_NOTSENT_LOWAT); -1 when there is none.
@@ -53,6 +63,7 @@ class FdStream final : public Stream {
   rt::Task<ssize_t> write(std::span<const std::byte> buf) override;
   rt::Task<int> shutdown_write() override;
   rt::Task<int> wait_readable() override;
+  ssize_t try_read(std::span<std::byte> buf) override;
   void close() override { fd_.reset(); }
   int native_fd() const override { return fd_.get(); }
   rt::UniqueFd release() { return std::move(fd_); }

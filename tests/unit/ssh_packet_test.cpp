@@ -409,6 +409,47 @@ TEST_CASE("transport: refused host key, garbage, and a tampered stream fail clea
   }
 }
 
+TEST_CASE("transport: a payload area can be finished shorter or cancelled, also while held for a re-key") {
+  HostKey hk;
+  Pair p(client_cfg(), server_cfg(hk));
+  p.client.start();
+  p.server.start();
+  p.pump();
+  REQUIRE(p.client.established());
+  auto fill = [](std::span<uint8_t> area, uint8_t seed) {
+    for (size_t i = 0; i < area.size(); ++i) area[i] = uint8_t(seed + i);
+    area[0] = msg::kChannelData;
+  };
+  auto expect = [&](size_t n, uint8_t seed) {
+    std::vector<uint8_t> v(n);
+    fill(v, seed);
+    return v;
+  };
+  for (bool during_rekey : {false, true}) {
+    INFO("during a re-key: " << during_rekey);
+    p.to_server.clear();
+    const auto kex_before = p.client.key_exchanges();
+    if (during_rekey) {  // our KEXINIT goes out with this payload: what follows is held
+      p.client.config().rekey_bytes = 1;
+      p.client.send(expect(50, 1));
+      p.client.config().rekey_bytes = uint64_t{1} << 30;
+    }
+    fill(p.client.begin_payload(30000), 2);
+    p.client.finish_payload(1000);  // only the first 1,000 bytes were filled in time
+    fill(p.client.begin_payload(kMaxPayload), 3);
+    p.client.cancel_payload();  // nothing came: nothing is sent
+    p.client.send(expect(77, 4));
+    p.pump(3000);
+    REQUIRE_FALSE(p.client.failed());
+    REQUIRE_FALSE(p.server.failed());
+    const size_t first = during_rekey ? 1 : 0;
+    REQUIRE(p.to_server.size() == first + 2);
+    CHECK(p.to_server[first] == expect(1000, 2));
+    CHECK(p.to_server[first + 1] == expect(77, 4));
+    CHECK(p.client.key_exchanges() == kex_before + (during_rekey ? 1 : 0));
+  }
+}
+
 TEST_CASE("transport: the bound cipher carries payloads, and a rewritten binding fails the key exchange") {
   HostKey hk;
   Binding b1{}, b2{};

@@ -450,6 +450,107 @@ TEST_CASE("pump: a source that lends its buffer (peek/consume) relays byte-exact
   CHECK(la.copied == 0);
 }
 
+// A sink that lends room the way an SSH channel does (each commit_room is one packet), with
+// room sizes that vary, and now and then no room at all (window or output full): the relay then
+// falls back to read() + write().
+class RoomStream final : public stream::Stream {
+ public:
+  explicit RoomStream(rt::UniqueFd fd) : inner_(std::move(fd)) {}
+  rt::Task<ssize_t> read(std::span<std::byte> buf) override { co_return co_await inner_.read(buf); }
+  rt::Task<ssize_t> write(std::span<const std::byte> buf) override {
+    written += buf.size();
+    co_return co_await inner_.write(buf);
+  }
+  std::span<std::byte> write_room(size_t max) override {
+    REQUIRE_FALSE(open_);  // one room at a time
+    if (++calls_ % 10 == 0) return {};
+    room_.resize(std::min(max, calls_ % 3 == 0 ? calls_ % 4999 + 1 : 32 * 1024));  // packets of up to 32 KiB
+    open_ = true;
+    return room_;
+  }
+  void commit_room(size_t n) override {
+    REQUIRE(open_);
+    REQUIRE(n <= room_.size());
+    open_ = false;
+    if (n == 0) return;
+    // Synchronous, like sealing a packet: this test's peer has room for everything.
+    size_t off = 0;
+    while (off < n) {
+      const ssize_t w = ::send(inner_.native_fd(), room_.data() + off, n - off, MSG_NOSIGNAL);
+      REQUIRE(w > 0);
+      off += size_t(w);
+    }
+    committed += n;
+  }
+  rt::Task<int> shutdown_write() override { co_return co_await inner_.shutdown_write(); }
+  void close() override { inner_.close(); }
+  size_t committed = 0, written = 0;  // bytes that came in through commit_room() / write()
+
+ private:
+  FdStream inner_;
+  std::vector<std::byte> room_;
+  size_t calls_ = 0;
+  bool open_ = false;
+};
+
+TEST_CASE("pump: a sink that lends room is filled straight from the source, byte-exact") {
+  rt::Reactor r;
+  auto [x, a] = unix_pair();
+  auto [b, y] = unix_pair();
+  int big = 8 << 20;  // commit_room sends synchronously: the far end's buffer must take it all
+  REQUIRE(::setsockopt(b.get(), SOL_SOCKET, SO_SNDBUFFORCE, &big, sizeof big) == 0);
+  FdStream fa(std::move(a));
+  RoomStream rb(std::move(b));
+  stream::PumpStats st;
+  Received got;
+  bool done = false;
+  constexpr size_t kTotal = 4 << 20;
+  ::shutdown(y.get(), SHUT_WR);
+  rt::run_blocking([](FdStream &fa, RoomStream &rb, int x, int y, stream::PumpStats &st, Received &got,
+                      bool &done) -> rt::Task<void> {
+    rt::Scope sc;
+    sc.spawn(run_pump(fa, rb, st, 64 * 1024, done));
+    sc.spawn(send_pattern(x, 11, kTotal));
+    sc.spawn(check_pattern(y, 11, got));
+    co_await sc.join();
+  }(fa, rb, x.get(), y.get(), st, got, done));
+  CHECK(done);
+  CHECK(st.error == 0);
+  CHECK(st.a_to_b == kTotal);
+  CHECK((got.bytes == kTotal && got.mismatches == 0 && got.eof));
+  CHECK(rb.committed + rb.written == kTotal);
+  CHECK(rb.committed > kTotal / 2);  // most of it without the relay's buffer
+  CHECK(rb.written > 0);             // and the fallback was taken when there was no room
+  CHECK(stream::relay_buffers_in_use() == 0);
+}
+
+TEST_CASE("pump: a source that fails before the other direction started still stops both") {
+  // The room path reads without waiting, so a reset source fails inside pump()'s first
+  // spawn, before the other direction exists; that one must still be cancelled, not left
+  // waiting on a silent peer.
+  rt::Reactor r;
+  auto [x, a] = unix_pair();
+  auto [b, y] = unix_pair();
+  REQUIRE(::send(a.get(), "unread", 6, 0) == 6);
+  x.reset();  // closed with unread data: a's next recv is ECONNRESET
+  FdStream fa(std::move(a));
+  RoomStream rb(std::move(b));  // its peer y stays open and silent
+  stream::PumpStats st;
+  bool done = false, in_time = false;
+  rt::run_blocking([](FdStream &fa, RoomStream &rb, stream::PumpStats &st, bool &done, bool &in_time) -> rt::Task<void> {
+    rt::Scope sc;
+    sc.spawn(run_pump(fa, rb, st, 64 * 1024, done));
+    for (int i = 0; i < 200 && !done; ++i) {
+      const int s = co_await rt::sleep_for(10ms);
+      (void)s;
+    }
+    in_time = done;
+    co_await sc.close();  // a hung pump is cancelled here
+  }(fa, rb, st, done, in_time));
+  CHECK(in_time);
+  CHECK(st.error == ECONNRESET);
+}
+
 TEST_CASE("pump: a tiny buffer (7 bytes) still relays exactly") {
   rt::Reactor r;
   Relay rel(unix_pair(), unix_pair());

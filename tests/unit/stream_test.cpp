@@ -379,6 +379,27 @@ namespace {
 // A source that keeps what it receives in a buffer of its own and lends it (peek/consume),
 // like an SSH channel: it fills the buffer, in sizes cycling 1..4999 bytes, when the relay
 // waits for it to become readable.
+// Pumps a <-> b while total pattern bytes go in at x (a's peer) and are checked at y (b's peer),
+// whose own direction carries nothing but EOF; checks the relay moved exactly that.
+void one_way_pump(stream::Stream &a, stream::Stream &b, int x, int y, uint64_t seed, size_t total) {
+  stream::PumpStats st;
+  Received got;
+  bool done = false;
+  ::shutdown(y, SHUT_WR);
+  rt::run_blocking([](stream::Stream &a, stream::Stream &b, int x, int y, uint64_t seed, size_t total,
+                      stream::PumpStats &st, Received &got, bool &done) -> rt::Task<void> {
+    rt::Scope sc;
+    sc.spawn(run_pump(a, b, st, 64 * 1024, done));
+    sc.spawn(send_pattern(x, seed, total));
+    sc.spawn(check_pattern(y, seed, got));
+    co_await sc.join();
+  }(a, b, x, y, seed, total, st, got, done));
+  CHECK(done);
+  CHECK(st.error == 0);
+  CHECK(st.a_to_b == total);
+  CHECK((got.bytes == total && got.mismatches == 0 && got.eof));
+}
+
 class LendingStream final : public stream::Stream {
  public:
   explicit LendingStream(rt::UniqueFd fd) : inner_(std::move(fd)) {}
@@ -429,23 +450,8 @@ TEST_CASE("pump: a source that lends its buffer (peek/consume) relays byte-exact
   auto [b, y] = unix_pair();
   LendingStream la(std::move(a));
   FdStream fb(std::move(b));
-  stream::PumpStats st;
-  Received got;
-  bool done = false;
   constexpr size_t kTotal = 4 << 20;
-  ::shutdown(y.get(), SHUT_WR);  // the other direction: nothing but EOF
-  rt::run_blocking([](LendingStream &la, FdStream &fb, int x, int y, stream::PumpStats &st, Received &got,
-                      bool &done) -> rt::Task<void> {
-    rt::Scope sc;
-    sc.spawn(run_pump(la, fb, st, 64 * 1024, done));
-    sc.spawn(send_pattern(x, 7, kTotal));
-    sc.spawn(check_pattern(y, 7, got));
-    co_await sc.join();
-  }(la, fb, x.get(), y.get(), st, got, done));
-  CHECK(done);
-  CHECK(st.error == 0);
-  CHECK(st.a_to_b == kTotal);
-  CHECK((got.bytes == kTotal && got.mismatches == 0 && got.eof));
+  one_way_pump(la, fb, x.get(), y.get(), 7, kTotal);
   CHECK(la.consumed == kTotal);  // every byte went out of the lent buffer
   CHECK(la.copied == 0);
 }
@@ -501,23 +507,8 @@ TEST_CASE("pump: a sink that lends room is filled straight from the source, byte
   REQUIRE(::setsockopt(b.get(), SOL_SOCKET, SO_SNDBUFFORCE, &big, sizeof big) == 0);
   FdStream fa(std::move(a));
   RoomStream rb(std::move(b));
-  stream::PumpStats st;
-  Received got;
-  bool done = false;
   constexpr size_t kTotal = 4 << 20;
-  ::shutdown(y.get(), SHUT_WR);
-  rt::run_blocking([](FdStream &fa, RoomStream &rb, int x, int y, stream::PumpStats &st, Received &got,
-                      bool &done) -> rt::Task<void> {
-    rt::Scope sc;
-    sc.spawn(run_pump(fa, rb, st, 64 * 1024, done));
-    sc.spawn(send_pattern(x, 11, kTotal));
-    sc.spawn(check_pattern(y, 11, got));
-    co_await sc.join();
-  }(fa, rb, x.get(), y.get(), st, got, done));
-  CHECK(done);
-  CHECK(st.error == 0);
-  CHECK(st.a_to_b == kTotal);
-  CHECK((got.bytes == kTotal && got.mismatches == 0 && got.eof));
+  one_way_pump(fa, rb, x.get(), y.get(), 11, kTotal);
   CHECK(rb.committed + rb.written == kTotal);
   CHECK(rb.committed > kTotal / 2);  // most of it without the relay's buffer
   CHECK(rb.written > 0);             // and the fallback was taken when there was no room

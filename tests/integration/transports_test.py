@@ -766,7 +766,7 @@ class RebindingUdpRelay(LossyUdpRelay):
     """No loss, no delay, but every `every` client datagrams the relay's server-facing socket is
     replaced by a new one (a new source port): a NAT rebinding as the server sees it."""
 
-    def __init__(self, server_port, every=100):
+    def __init__(self, server_port, every=40):
         self.every, self.seen, self.rebinds, self.server_port = every, 0, 0, server_port
         super().__init__(server_port, loss=0, delay=0)
 

@@ -551,16 +551,11 @@ rt::Task<ssize_t> Channel::write(std::span<const std::byte> buf) {
       if (!woke) co_return -ECANCELED;
       continue;
     }
-    const size_t n = std::min({buf.size() - done, size_t(remote_window_), size_t(remote_max_packet_)});
-    auto area = core_->wire().begin_payload(9 + n);
-    area[0] = msg::kChannelData;
-    put_u32(area.data() + 1, remote_id_);
-    put_u32(area.data() + 5, uint32_t(n));
-    std::memcpy(area.data() + 9, buf.data() + done, n);
-    core_->wire().finish_payload();
-    core_->kick();
-    remote_window_ -= uint32_t(n);
-    done += n;
+    auto room = write_room(buf.size() - done);  // every reason for none was checked above
+    if (room.empty()) co_return -ECONNRESET;   // but the transport's own failure
+    std::memcpy(room.data(), buf.data() + done, room.size());
+    commit_room(room.size());
+    done += room.size();
   }
   co_return ssize_t(done);
 }

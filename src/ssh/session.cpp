@@ -534,24 +534,29 @@ rt::Task<int> Channel::wait_readable() {
   }
 }
 
+rt::Task<int> Channel::wait_writable() {
+  for (;;) {
+    if (!core_ || !core_->alive()) co_return -ECONNRESET;
+    if (remote_closed_ || eof_sent_ || close_sent_) co_return -EPIPE;
+    if (core_->pending_output() < kOutputHighWater) co_return 0;
+    core_->kick();
+    bool woke = co_await core_->flushed().wait();
+    if (!woke) co_return -ECANCELED;
+  }
+}
+
 rt::Task<ssize_t> Channel::write(std::span<const std::byte> buf) {
   size_t done = 0;
   while (done < buf.size()) {
-    if (!core_ || !core_->alive()) co_return -ECONNRESET;
-    if (remote_closed_ || eof_sent_ || close_sent_) co_return -EPIPE;
-    if (core_->pending_output() >= kOutputHighWater) {
-      core_->kick();
-      bool woke = co_await core_->flushed().wait();
-      if (!woke) co_return -ECANCELED;
-      continue;
-    }
+    const int r = co_await wait_writable();
+    if (r < 0) co_return r;
     if (remote_window_ == 0) {
       tx_event_.reset();
       bool woke = co_await tx_event_.wait();
       if (!woke) co_return -ECANCELED;
       continue;
     }
-    auto room = write_room(buf.size() - done);  // every reason for none was checked above
+    auto room = write_room(buf.size() - done);  // every reason for none was waited out above
     if (room.empty()) co_return -ECONNRESET;   // but the transport's own failure
     std::memcpy(room.data(), buf.data() + done, room.size());
     commit_room(room.size());

@@ -113,6 +113,7 @@ rt::Task<void> copy(Stream &from, Stream &to, size_t buf_size, uint64_t &count, 
   unsigned budget = 16;
   ssize_t failure = 0;
   bool direct = true;  // until the source says it cannot read without waiting
+  bool waited = false;  // for room, since room was last given
   for (;;) {
     // A source with its own receive buffer (an SSH channel) lends it: written from there,
     // the bytes are copied once less.
@@ -120,8 +121,24 @@ rt::Task<void> copy(Stream &from, Stream &to, size_t buf_size, uint64_t &count, 
     const bool lent = !data.empty();
     if (!lent && direct) {
       // A sink that lends room (an SSH channel: the packet being built) is filled straight
-      // from the source, if the source has bytes ready: one copy fewer per byte.
-      if (auto room = to.write_room(buf_size); !room.empty()) {
+      // from the source, if the source has bytes ready: one copy fewer per byte. While the
+      // session's output is full, wait for it to drain rather than take the copying path below.
+      auto room = to.write_room(buf_size);
+      if (room.empty() && !waited) {
+        buf = {};
+        const int r = co_await to.wait_writable();
+        if (r == 0) {
+          waited = true;  // once: a sink that still has none goes through write(), which knows why
+          continue;
+        }
+        if (r != -EOPNOTSUPP) {
+          failure = r;
+          break;
+        }
+        direct = false;  // lends no room
+      }
+      waited = false;
+      if (!room.empty()) {
         const ssize_t n = from.try_read(room);
         to.commit_room(n > 0 ? size_t(n) : 0);
         direct = n != -EOPNOTSUPP;

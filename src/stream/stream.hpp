@@ -42,6 +42,11 @@ class Stream {
   // take bytes right now; write() is the one that waits.
   virtual std::span<std::byte> write_room(size_t) { return {}; }
   virtual void commit_room(size_t) {}
+  // For sinks that lend room: waits while room is short for a reason the data has no part in
+  // (an SSH session's output is full), so the caller need not take bytes it cannot place yet.
+  // 0 then (write_room() may still be empty, e.g. for want of window: write() waits for that),
+  // -errno when writing cannot go on, -EOPNOTSUPP when this stream lends no room.
+  virtual rt::Task<int> wait_writable() { co_return -EOPNOTSUPP; }
   // Reads what is already there without waiting: bytes, 0 at end of stream, -EAGAIN when
   // nothing is there yet (wait_readable() then waits), -errno. -EOPNOTSUPP: this stream cannot.
   virtual ssize_t try_read(std::span<std::byte>) { return -EOPNOTSUPP; }

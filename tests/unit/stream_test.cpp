@@ -457,11 +457,13 @@ TEST_CASE("pump: a source that lends its buffer (peek/consume) relays byte-exact
 }
 
 // A sink that lends room the way an SSH channel does (each commit_room is one packet), with
-// room sizes that vary, and now and then no room at all (window or output full): the relay then
-// falls back to read() + write().
+// room sizes that vary, and now and then no room at all: every 10th call its output is full
+// (wait_writable() waits that out), and now and then it stays without room after that (no
+// window), so the relay falls back to read() + write().
 class RoomStream final : public stream::Stream {
  public:
-  explicit RoomStream(rt::UniqueFd fd) : inner_(std::move(fd)) {}
+  explicit RoomStream(rt::UniqueFd fd, bool window_stalls = true)
+      : inner_(std::move(fd)), window_stalls_(window_stalls) {}
   rt::Task<ssize_t> read(std::span<std::byte> buf) override { co_return co_await inner_.read(buf); }
   rt::Task<ssize_t> write(std::span<const std::byte> buf) override {
     written += buf.size();
@@ -469,7 +471,12 @@ class RoomStream final : public stream::Stream {
   }
   std::span<std::byte> write_room(size_t max) override {
     REQUIRE_FALSE(open_);  // one room at a time
-    if (++calls_ % 10 == 0) return {};
+    ++calls_;
+    if (full_ || (window_stalls_ && calls_ % 50 == 1)) return {};
+    if (calls_ % 10 == 0) {
+      full_ = true;
+      return {};
+    }
     room_.resize(std::min(max, calls_ % 3 == 0 ? calls_ % 4999 + 1 : 32 * 1024));  // packets of up to 32 KiB
     open_ = true;
     return room_;
@@ -488,15 +495,23 @@ class RoomStream final : public stream::Stream {
     }
     committed += n;
   }
+  rt::Task<int> wait_writable() override {
+    co_await rt::yield();  // the session's writer drains the output
+    waits += full_;
+    full_ = false;
+    co_return 0;
+  }
   rt::Task<int> shutdown_write() override { co_return co_await inner_.shutdown_write(); }
   void close() override { inner_.close(); }
   size_t committed = 0, written = 0;  // bytes that came in through commit_room() / write()
+  size_t waits = 0;                   // full outputs waited out
 
  private:
   FdStream inner_;
   std::vector<std::byte> room_;
   size_t calls_ = 0;
-  bool open_ = false;
+  bool open_ = false, full_ = false;
+  const bool window_stalls_;
 };
 
 TEST_CASE("pump: a sink that lends room is filled straight from the source, byte-exact") {
@@ -512,7 +527,25 @@ TEST_CASE("pump: a sink that lends room is filled straight from the source, byte
   CHECK(rb.committed + rb.written == kTotal);
   CHECK(rb.committed > kTotal / 2);  // most of it without the relay's buffer
   CHECK(rb.written > 0);             // and the fallback was taken when there was no room
+  CHECK(rb.waits > 0);
   CHECK(stream::relay_buffers_in_use() == 0);
+}
+
+TEST_CASE("pump: while a room-lending sink's output is full the relay waits, then fills room again") {
+  // Taking the copying path whenever the session's output filled up cost a read into a relay
+  // buffer and a copy into the packets each time: the smaller the output limit, the more.
+  rt::Reactor r;
+  auto [x, a] = unix_pair();
+  auto [b, y] = unix_pair();
+  int big = 8 << 20;
+  REQUIRE(::setsockopt(b.get(), SOL_SOCKET, SO_SNDBUFFORCE, &big, sizeof big) == 0);
+  FdStream fa(std::move(a));
+  RoomStream rb(std::move(b), /*window_stalls=*/false);
+  constexpr size_t kTotal = 4 << 20;
+  one_way_pump(fa, rb, x.get(), y.get(), 13, kTotal);
+  CHECK(rb.waits > 10);
+  CHECK(rb.committed == kTotal);  // every byte straight into room
+  CHECK(rb.written == 0);
 }
 
 TEST_CASE("pump: a source that fails before the other direction started still stops both") {

@@ -125,6 +125,7 @@ rt::Task<void> SessionCore::reader() {
       if (!p) break;
       dispatch(*p);
     }
+    flush_forwards();  // before the next read may move the input buffer
     if (wire_.failed() && alive_) {
       die(wire_.error());
       kick_.set();  // a DISCONNECT or UNIMPLEMENTED may still want out
@@ -198,7 +199,16 @@ void SessionCore::set_authenticated() {
     if (!alive_) break;
     dispatch(m);
   }
+  flush_forwards();  // before `queued` goes
   kick();
+}
+
+void SessionCore::flush_forwards() {
+  for (Channel *c : forwarding_) {
+    c->listed_ = false;
+    c->flush_forward();
+  }
+  forwarding_.clear();
 }
 
 void SessionCore::dispatch(std::span<const uint8_t> p) {
@@ -417,6 +427,7 @@ void Channel::release_rx() {
 }
 
 void Channel::orphan() {
+  flush_forward();  // what arrived before the session ended is still delivered
   core_ = nullptr;  // the session may be destroyed before this channel
   remote_closed_ = true;
   if (open_state_ == 0) open_state_ = -1;
@@ -429,6 +440,22 @@ void Channel::on_data(std::span<const uint8_t> d) {
   local_window_ -= uint32_t(d.size());
   if (d.empty()) return;
   rx_bytes_ += d.size();
+  if (fwd_ && rx_.empty() && core_) {
+    // Nothing of ours waits to be read: the piece stays where it was decrypted and goes to the
+    // relay's sink with the rest of this read batch, in one write, without a copy here.
+    if (!listed_) {
+      listed_ = true;
+      core_->forwarding_.push_back(this);
+    }
+    pieces_[n_pieces_++] = std::as_bytes(d);
+    if (n_pieces_ == kMaxPieces) flush_forward();
+    return;
+  }
+  queue_rx(d);
+  rx_event_.set();
+}
+
+void Channel::queue_rx(std::span<const uint8_t> d) {
   while (!d.empty()) {
     if (rx_.empty() || rx_.back().end == kRxChunk) rx_.push_back({lease_chunk(), 0, 0});
     auto &c = rx_.back();
@@ -437,7 +464,37 @@ void Channel::on_data(std::span<const uint8_t> d) {
     c.end += uint32_t(n);
     d = d.subspan(n);
   }
-  rx_event_.set();
+}
+
+void Channel::forward_to(stream::Stream *sink, uint64_t *count) {
+  flush_forward();
+  fwd_ = sink;
+  fwd_count_ = count;
+}
+
+void Channel::flush_forward() {
+  if (n_pieces_ == 0) return;
+  const std::span<const std::span<const std::byte>> pieces(pieces_.data(), std::exchange(n_pieces_, 0));
+  ssize_t n = fwd_ ? fwd_->try_write(pieces) : -EOPNOTSUPP;
+  if (n < 0) {
+    if (n != -EAGAIN) fwd_ = nullptr;  // cannot, or failed: the relay's own write meets the error
+    n = 0;
+  }
+  if (n > 0) {
+    *fwd_count_ += size_t(n);
+    took(size_t(n));
+  }
+  // What the sink did not take waits in rx_ like any received data, in order.
+  size_t skip = size_t(n);
+  for (auto p : pieces) {
+    if (skip >= p.size()) {
+      skip -= p.size();
+      continue;
+    }
+    queue_rx({reinterpret_cast<const uint8_t *>(p.data()) + skip, p.size() - skip});
+    skip = 0;
+    rx_event_.set();
+  }
 }
 
 void Channel::on_close() {
@@ -467,11 +524,14 @@ void Channel::close() {
   }
   local_id_ = UINT32_MAX;
   core_ = nullptr;
+  fwd_ = nullptr;
+  n_pieces_ = 0;  // dropped with the rest of what was received
   release_rx();
   rx_event_.set();
 }
 
 rt::Task<ssize_t> Channel::read(std::span<std::byte> buf) {
+  forward_to(nullptr, nullptr);  // what read() copies out could be overtaken by forwarded data
   for (;;) {
     if (rx_bytes_ > 0) {
       // A copy of what peek() lends, chunk by chunk.

@@ -135,6 +135,10 @@ class SessionCore {
   std::string death_reason_;
   size_t in_flight_ = 0;
   std::deque<std::vector<uint8_t>> inbox_;
+  // Channels holding pieces of the current read batch for their relay's sink (forward_to()):
+  // handed over once the batch is dispatched, while the pieces still sit in the input buffer.
+  std::vector<Channel *> forwarding_;
+  void flush_forwards();
   // Channels by our id. A null entry: closed on our side, waiting for the peer's CLOSE.
   std::unordered_map<uint32_t, Channel *> channels_;
   uint32_t next_id_ = 0;
@@ -169,6 +173,7 @@ class Channel final : public stream::Stream {
   std::span<std::byte> write_room(size_t max) override;
   rt::Task<int> wait_writable() override;
   void commit_room(size_t n) override;
+  void forward_to(stream::Stream *sink, uint64_t *count) override;
   void close() override;
   // Set by an exit-status request from the peer (alknet's open-status signal).
   int exit_status() const { return exit_status_; }
@@ -198,7 +203,17 @@ class Channel final : public stream::Stream {
   };
   std::vector<RxChunk> rx_;
   size_t rx_bytes_ = 0;
+  void queue_rx(std::span<const uint8_t> d);
   void release_rx();
+  // forward_to(): where received data goes while rx_ is empty, and the pieces of this read
+  // batch on their way there (still in the session's input buffer).
+  stream::Stream *fwd_ = nullptr;
+  uint64_t *fwd_count_ = nullptr;
+  static constexpr size_t kMaxPieces = 16;
+  std::array<std::span<const std::byte>, kMaxPieces> pieces_;
+  size_t n_pieces_ = 0;
+  bool listed_ = false;  // in SessionCore::forwarding_
+  void flush_forward();
   void took(size_t n);  // n received bytes were read: grant window back when due
   rt::Event rx_event_, tx_event_, status_;
   int exit_status_ = -1;

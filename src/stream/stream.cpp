@@ -2,7 +2,9 @@
 
 #include <poll.h>
 #include <sys/socket.h>
+#include <sys/uio.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <memory>
 #include <utility>
@@ -31,6 +33,16 @@ rt::Task<ssize_t> FdStream::write(std::span<const std::byte> buf) {
 
 ssize_t FdStream::try_read(std::span<std::byte> buf) {
   const ssize_t r = ::recv(fd_.get(), buf.data(), buf.size(), MSG_DONTWAIT);
+  return r >= 0 ? r : (errno == EWOULDBLOCK ? -EAGAIN : -errno);
+}
+
+ssize_t FdStream::try_write(std::span<const std::span<const std::byte>> bufs) {
+  iovec iov[64];
+  msghdr m{};
+  m.msg_iov = iov;
+  for (const auto &b : bufs.first(std::min<size_t>(bufs.size(), std::size(iov))))
+    iov[m.msg_iovlen++] = {const_cast<std::byte *>(b.data()), b.size()};
+  const ssize_t r = ::sendmsg(fd_.get(), &m, MSG_DONTWAIT | MSG_NOSIGNAL);
   return r >= 0 ? r : (errno == EWOULDBLOCK ? -EAGAIN : -errno);
 }
 
@@ -234,6 +246,18 @@ size_t relay_buffers_in_use() { return pool().in_use(); }
 
 rt::Task<PumpStats> pump(Stream &a, Stream &b, size_t buf_size) {
   PumpStats st;
+  // A source that can hands what it receives straight to the other side while we run.
+  struct Forwarding {
+    Stream &a, &b;
+    Forwarding(Stream &a, Stream &b, PumpStats &st) : a(a), b(b) {
+      a.forward_to(&b, &st.a_to_b);
+      b.forward_to(&a, &st.b_to_a);
+    }
+    ~Forwarding() {
+      a.forward_to(nullptr, nullptr);
+      b.forward_to(nullptr, nullptr);
+    }
+  } forwarding(a, b, st);
   rt::Scope both;
   bool failed = false;
   both.spawn(copy(a, b, buf_size, st.a_to_b, st.error, failed, both));

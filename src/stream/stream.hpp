@@ -50,6 +50,14 @@ class Stream {
   // Reads what is already there without waiting: bytes, 0 at end of stream, -EAGAIN when
   // nothing is there yet (wait_readable() then waits), -errno. -EOPNOTSUPP: this stream cannot.
   virtual ssize_t try_read(std::span<std::byte>) { return -EOPNOTSUPP; }
+  // Writes what the stream takes right now from bufs, in order, without waiting: bytes taken
+  // (maybe fewer than all), -EAGAIN when it takes none now, -errno. -EOPNOTSUPP: it cannot.
+  virtual ssize_t try_write(std::span<const std::span<const std::byte>>) { return -EOPNOTSUPP; }
+  // A source whose data arrives in pieces it did not ask for (an SSH channel's packets) may
+  // hand them straight to `sink` with try_write() while none of its earlier data waits to be
+  // read (so the order holds), adding what the sink took to *count: those bytes skip its
+  // buffer and the relay. pump() sets this while it runs; (nullptr, nullptr) ends it.
+  virtual void forward_to(Stream * /*sink*/, uint64_t * /*count*/) {}
   // Releases the underlying resource; pending reads/writes must have been cancelled first.
   virtual void close() = 0;
   // The socket beneath, for socket options (e.g. TCP_NOTSENT_LOWAT); -1 when there is none.
@@ -69,6 +77,7 @@ class FdStream final : public Stream {
   rt::Task<int> shutdown_write() override;
   rt::Task<int> wait_readable() override;
   ssize_t try_read(std::span<std::byte> buf) override;
+  ssize_t try_write(std::span<const std::span<const std::byte>> bufs) override;
   void close() override { fd_.reset(); }
   int native_fd() const override { return fd_.get(); }
   rt::UniqueFd release() { return std::move(fd_); }

@@ -226,3 +226,79 @@ TEST_CASE("alknet client <-> alknet serve: 8 MiB echoed byte-exact across many r
   // ~16 MiB on the wire; data keeps flowing (held) while each exchange completes.
   CHECK(out.rekeys >= 8);
 }
+
+TEST_CASE("alknet client <-> alknet serve: a target that reads slowly gets every byte in order, then EOF") {
+  // The server hands channel data straight to the target socket while nothing waits in the
+  // channel; when the target falls behind, the rest waits in the channel and must not be
+  // overtaken by later packets.
+  Child child;
+  const uint16_t port = child.spawn_serve();
+
+  rt::Reactor reactor;
+  uint16_t target_port = 0;
+  net::Acceptor acceptor(loopback_listener(&target_port));
+  constexpr size_t kTotal = 6 * 1024 * 1024;
+  auto pattern = [](size_t i) { return std::byte((i * 7) ^ (i >> 13)); };
+
+  struct Outcome {
+    bool connected = false, eof = false;
+    size_t received = 0, first_bad = SIZE_MAX;
+    std::string reply;
+  } out;
+
+  rt::run_blocking([](net::Acceptor &acc, uint16_t port, uint16_t tport, Outcome &o, auto pattern) -> rt::Task<void> {
+    rt::Scope servers;
+    servers.spawn([](net::Acceptor &acc, Outcome &o, auto pattern) -> rt::Task<void> {
+      auto fd = co_await acc.accept();
+      if (!fd) co_return;
+      stream::FdStream s(std::move(fd.value()));
+      std::vector<std::byte> buf(16 * 1024);
+      for (int reads = 0;; ++reads) {
+        // Slow for the first ~2 MiB (a read of at most 16 KiB per 2 ms), then as fast as it can.
+        if (o.received < 2 * 1024 * 1024) co_await rt::sleep_for(2ms);
+        auto n = co_await s.read(buf);
+        if (n < 0) co_return;
+        if (n == 0) {
+          o.eof = true;
+          break;
+        }
+        for (size_t i = 0; i < size_t(n); ++i)
+          if (buf[i] != pattern(o.received + i) && o.first_bad == SIZE_MAX) o.first_bad = o.received + i;
+        o.received += size_t(n);
+      }
+      const std::string ok = std::to_string(o.received);
+      co_await s.write(std::as_bytes(std::span(ok.data(), ok.size())));
+      co_await s.shutdown_write();
+    }(acc, o, pattern));
+    auto client = co_await connect_client(port, uint64_t{1} << 30);
+    if (!client) co_return;
+    o.connected = true;
+    {
+      auto ch = co_await client->open_direct_tcpip("127.0.0.1", tport, "127.0.0.1", 1234, 10s);
+      if (ch) {
+        std::vector<std::byte> sent(kTotal);
+        for (size_t i = 0; i < kTotal; ++i) sent[i] = pattern(i);
+        for (size_t off = 0; off < kTotal; off += 100000) {
+          auto w = co_await ch.value()->write(std::span<const std::byte>(sent).subspan(off, std::min<size_t>(100000, kTotal - off)));
+          if (w < 0) break;
+        }
+        co_await ch.value()->shutdown_write();
+        std::byte buf[64];
+        for (;;) {
+          auto n = co_await ch.value()->read(buf);
+          if (n <= 0) break;
+          o.reply.append(reinterpret_cast<char *>(buf), size_t(n));
+        }
+      }
+    }
+    co_await client->disconnect();
+    co_await acc.stop();
+    co_await servers.close();
+  }(acceptor, port, target_port, out, pattern));
+
+  REQUIRE(out.connected);
+  CHECK(out.received == kTotal);
+  CHECK(out.first_bad == SIZE_MAX);
+  CHECK(out.eof);
+  CHECK(out.reply == std::to_string(kTotal));
+}

@@ -214,6 +214,28 @@ TEST_CASE("FdStream::write to a closed peer reports EPIPE (and no SIGPIPE kills 
   CHECK(w == -EPIPE);
 }
 
+TEST_CASE("FdStream::try_write takes pieces in order without waiting: all, part, none, or the error") {
+  auto [p, q] = unix_pair();
+  set_bufs(p.get(), 16 * 1024);
+  FdStream s(std::move(p));
+  const std::string a = "first,", b = "second,", c = "third";
+  const std::span<const std::byte> pieces[] = {std::as_bytes(std::span(a)), std::as_bytes(std::span(b)),
+                                                std::as_bytes(std::span(c))};
+  CHECK(s.try_write(pieces) == ssize_t(a.size() + b.size() + c.size()));
+  char got[64] = {};
+  CHECK(::recv(q.get(), got, sizeof got, 0) == 18);
+  CHECK(std::string(got) == "first,second,third");
+  // Full: part of a large piece goes, then nothing until the peer reads.
+  std::vector<std::byte> big(1 << 20, std::byte{1});
+  const std::span<const std::byte> one[] = {big};
+  const ssize_t part = s.try_write(one);
+  CHECK(part > 0);
+  CHECK(part < ssize_t(big.size()));
+  CHECK(s.try_write(one) == -EAGAIN);
+  q.reset();
+  CHECK(s.try_write(pieces) == -EPIPE);  // and no SIGPIPE
+}
+
 TEST_CASE("FdStream: native_fd, release and close") {
   auto before = test::open_fd_count();
   {

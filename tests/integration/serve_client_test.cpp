@@ -87,16 +87,20 @@ rt::Task<std::unique_ptr<ssh::Client>> connect_client(uint16_t port, uint64_t re
   co_return nullptr;
 }
 
+// What every test here starts with: the server, a reactor, and a listening target.
+struct Setup {
+  Child child;
+  const uint16_t port = child.spawn_serve();
+  rt::Reactor reactor;
+  uint16_t target_port = 0;
+  net::Acceptor acceptor{loopback_listener(&target_port)};
+};
+
 }  // namespace
 
 TEST_CASE("alknet client <-> alknet serve: open-status codes and data") {
-  Child child;
-  const uint16_t port = child.spawn_serve();
-
-  rt::Reactor reactor;
-  // A target that greets and echoes one read.
-  uint16_t target_port = 0;
-  net::Acceptor acceptor(loopback_listener(&target_port));
+  Setup t;  // its target greets and echoes one read
+  auto &[child, port, reactor, target_port, acceptor] = t;
 
   struct Outcome {
     bool connected = false, alknet = false;
@@ -156,12 +160,8 @@ TEST_CASE("alknet client <-> alknet serve: open-status codes and data") {
 }
 
 TEST_CASE("alknet client <-> alknet serve: 8 MiB echoed byte-exact across many re-keys") {
-  Child child;
-  const uint16_t port = child.spawn_serve();
-
-  rt::Reactor reactor;
-  uint16_t target_port = 0;
-  net::Acceptor acceptor(loopback_listener(&target_port));
+  Setup t;
+  auto &[child, port, reactor, target_port, acceptor] = t;
 
   struct Outcome {
     bool connected = false, exact = false;
@@ -231,12 +231,8 @@ TEST_CASE("alknet client <-> alknet serve: a target that reads slowly gets every
   // The server hands channel data straight to the target socket while nothing waits in the
   // channel; when the target falls behind, the rest waits in the channel and must not be
   // overtaken by later packets.
-  Child child;
-  const uint16_t port = child.spawn_serve();
-
-  rt::Reactor reactor;
-  uint16_t target_port = 0;
-  net::Acceptor acceptor(loopback_listener(&target_port));
+  Setup t;
+  auto &[child, port, reactor, target_port, acceptor] = t;
   constexpr size_t kTotal = 6 * 1024 * 1024;
   auto pattern = [](size_t i) { return std::byte((i * 7) ^ (i >> 13)); };
 

@@ -56,7 +56,8 @@ class Stream {
   // A source whose data arrives in pieces it did not ask for (an SSH channel's packets) may
   // hand them straight to `sink` with try_write() while none of its earlier data waits to be
   // read (so the order holds), adding what the sink took to *count: those bytes skip its
-  // buffer and the relay. pump() sets this while it runs; (nullptr, nullptr) ends it.
+  // buffer and the relay. pump() sets this while it runs (and writes to sink nothing but what
+  // it took from this source); (nullptr, nullptr) ends it.
   virtual void forward_to(Stream * /*sink*/, uint64_t * /*count*/) {}
   // Releases the underlying resource; pending reads/writes must have been cancelled first.
   virtual void close() = 0;

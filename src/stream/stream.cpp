@@ -31,9 +31,13 @@ rt::Task<ssize_t> FdStream::write(std::span<const std::byte> buf) {
   co_return ssize_t(done);
 }
 
+namespace {
+// A non-waiting call's result as the Stream interface reports it.
+ssize_t now(ssize_t r) { return r >= 0 ? r : (errno == EWOULDBLOCK ? -EAGAIN : -errno); }
+}  // namespace
+
 ssize_t FdStream::try_read(std::span<std::byte> buf) {
-  const ssize_t r = ::recv(fd_.get(), buf.data(), buf.size(), MSG_DONTWAIT);
-  return r >= 0 ? r : (errno == EWOULDBLOCK ? -EAGAIN : -errno);
+  return now(::recv(fd_.get(), buf.data(), buf.size(), MSG_DONTWAIT));
 }
 
 ssize_t FdStream::try_write(std::span<const std::span<const std::byte>> bufs) {
@@ -42,8 +46,7 @@ ssize_t FdStream::try_write(std::span<const std::span<const std::byte>> bufs) {
   m.msg_iov = iov;
   for (const auto &b : bufs.first(std::min<size_t>(bufs.size(), std::size(iov))))
     iov[m.msg_iovlen++] = {const_cast<std::byte *>(b.data()), b.size()};
-  const ssize_t r = ::sendmsg(fd_.get(), &m, MSG_DONTWAIT | MSG_NOSIGNAL);
-  return r >= 0 ? r : (errno == EWOULDBLOCK ? -EAGAIN : -errno);
+  return now(::sendmsg(fd_.get(), &m, MSG_DONTWAIT | MSG_NOSIGNAL));
 }
 
 rt::Task<int> FdStream::wait_readable() {

@@ -40,6 +40,14 @@ struct DirectionKeys {
   std::vector<uint8_t> iv;
 };
 
+// Writes v big-endian at p (the SSH uint32), for fields filled in place in a packet buffer.
+inline void put_u32(uint8_t* p, uint32_t v) {
+  p[0] = uint8_t(v >> 24);
+  p[1] = uint8_t(v >> 16);
+  p[2] = uint8_t(v >> 8);
+  p[3] = uint8_t(v);
+}
+
 // The largest packet_length we accept or send. RFC 4253 asks for at least 35000; OpenSSH
 // accepts up to 256 KiB, and bigger packets mean fewer per-packet costs on bulk channels.
 inline constexpr size_t kMaxPacketLength = 256 * 1024;

@@ -322,7 +322,7 @@ std::span<uint8_t> PacketTransport::begin_payload(size_t n) {
   if (payload_held_) {
     const size_t at = held_.size();
     held_.resize(at + 4 + n);
-    for (int i = 0; i < 4; ++i) held_[at + size_t(i)] = uint8_t(n >> (24 - 8 * i));
+    put_u32(held_.data() + at, uint32_t(n));
     payload_start_ = at + 4;
     return {held_.data() + payload_start_, n};
   }
@@ -335,7 +335,7 @@ void PacketTransport::finish_payload(size_t used) {
   used = std::min(used, payload_len_);
   if (payload_held_) {
     if (used != payload_len_) {
-      for (int i = 0; i < 4; ++i) held_[payload_start_ - 4 + size_t(i)] = uint8_t(used >> (24 - 8 * i));
+      put_u32(held_.data() + payload_start_ - 4, uint32_t(used));
       held_.resize(payload_start_ + used);
     }
     return;

@@ -46,13 +46,6 @@ void return_chunk(std::unique_ptr<uint8_t[]> c) {
   if (rx_pool.size() < kRxPoolMax) rx_pool.push_back(std::move(c));
 }
 
-void put_u32(uint8_t *p, uint32_t v) {
-  p[0] = uint8_t(v >> 24);
-  p[1] = uint8_t(v >> 16);
-  p[2] = uint8_t(v >> 8);
-  p[3] = uint8_t(v);
-}
-
 }  // namespace
 
 SessionCore::SessionCore(std::unique_ptr<stream::Stream> transport, TransportConfig cfg)

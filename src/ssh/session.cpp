@@ -141,7 +141,7 @@ rt::Task<void> SessionCore::writer() {
     }
     wire_.take_output(buf);
     in_flight_ = buf.size();
-    ssize_t n = co_await transport_->write(std::as_bytes(std::span<const uint8_t>(buf)));
+    ssize_t n = co_await transport_->write_owned(buf);
     in_flight_ = 0;
     if (n < 0) {
       if (n != -ECANCELED) die("transport: " + std::string(std::strerror(int(-n))));

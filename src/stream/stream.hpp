@@ -12,6 +12,7 @@
 
 #include "runtime/fd.hpp"
 #include "runtime/task.hpp"
+#include "stream/bytes.hpp"
 
 namespace alk::stream {
 
@@ -36,6 +37,11 @@ class Stream {
   // valid until consume() or read(); consume(n) takes its first n bytes as read.
   virtual std::span<const std::byte> peek() { return {}; }
   virtual void consume(size_t) {}
+  // Writes all of buf, as write() does. A stream that keeps written bytes in buffers of its own
+  // until the peer has them (QUIC keeps them until they are acknowledged) may take buf's
+  // storage instead of copying it: buf is then left empty, maybe holding the storage of a
+  // buffer given earlier and since released, so its next filling need not allocate.
+  virtual rt::Task<ssize_t> write_owned(Bytes &buf) { co_return co_await write(std::as_bytes(std::span(buf))); }
   // The other way round, for sinks that build their output in buffers of their own (an SSH
   // channel's packets): room for up to max bytes, filled by the caller without waiting, then
   // commit_room(n) sends its first n as write() would (0: nothing). Empty when the sink cannot

@@ -283,6 +283,68 @@ TEST_CASE("network-path packetization (PMTUD, GSO, GRO): 16 MB client to server 
   f.finish();
 }
 
+// The SSH session hands its sealed output over with write_owned(): the send queue keeps the
+// buffer itself until it is acknowledged. Given buffers of every size, between plain writes,
+// must arrive in order, and the buffers handed back must be emptied ones to fill again.
+TEST_CASE("write_owned buffers mixed with write() arrive byte-exact; emptied buffers come back", "[quic][transport]") {
+  Fixture f;
+  rt::run_blocking([]() -> rt::Task<void> {
+    auto lr = QuicListener::create(server_cfg(), loopback());
+    REQUIRE(lr);
+    auto &l = *lr.value();
+    auto cr = co_await connect_to(l, client_cfg());
+    REQUIRE(cr);
+    auto client = std::move(cr.value());
+    auto ar = co_await l.accept();
+    REQUIRE(ar);
+    auto server = std::move(ar.value().first);
+
+    ReadResult got;
+    rt::Scope sc;
+    sc.spawn(read_pattern(*server, 5, got));
+    const size_t sizes[] = {100, 300 * 1024, 20 * 1024, 1024 * 1024, 1, 70 * 1000};
+    uint64_t off = 0;
+    size_t taken = 0, handed_back = 0, reused = 0;
+    stream::Bytes buf;
+    for (int round = 0; round < 12; ++round) {
+      for (size_t n : sizes) {
+        const uint8_t *before = buf.data();
+        const bool had = buf.capacity() > 0;
+        buf.resize(n);  // what take_output() does: fill the buffer, maybe one handed back
+        if (had && buf.data() == before) ++reused;
+        for (size_t i = 0; i < n; ++i) buf[i] = pattern(off + i, 5);
+        const uint8_t *filled = buf.data();
+        const ssize_t w = co_await client->write_owned(buf);
+        REQUIRE(w == ssize_t(n));
+        off += n;
+        CHECK(buf.empty());
+        if (n >= 64 * 1024 && buf.data() != filled) ++taken;  // kept by the stream, not copied
+        if (buf.capacity() > 0) ++handed_back;
+        // and a plain write between given buffers
+        std::byte small[333];
+        for (size_t i = 0; i < sizeof small; ++i) small[i] = std::byte(pattern(off + i, 5));
+        const ssize_t ws = co_await client->write(small);
+        REQUIRE(ws == ssize_t(sizeof small));
+        off += sizeof small;
+      }
+    }
+    const int sr = co_await client->shutdown_write();
+    CHECK(sr == 0);
+    const bool j = co_await sc.join();
+    (void)j;
+    CHECK(got.bytes == off);
+    CHECK(got.intact);
+    CHECK(got.last == 0);
+    CHECK(taken == 12 * 3);  // every big buffer (300 KiB, 1 MiB, 70 kB) was taken
+    CHECK(handed_back > 0);  // acknowledged buffers were handed back
+    CHECK(reused > 0);       // and filled again without moving
+    client->close();
+    server->close();
+    co_await l.stop();
+  }());
+  f.finish();
+}
+
 TEST_CASE("4 MB both ways through stream::pump to an echo on the server", "[quic][transport]") {
   Fixture f;
   rt::run_blocking([]() -> rt::Task<void> {

@@ -167,8 +167,10 @@ std::string ssl_error_text() {
   return buf;
 }
 
-// Bytes in fixed 64 KiB blocks that never move, so ngtcp2 may keep pointing into sent but
+// Bytes in blocks whose storage never moves, so ngtcp2 may keep pointing into sent but
 // unacknowledged data (it retransmits from our buffer). Offsets are absolute stream offsets.
+// A block is filled up to its capacity and never grown; written bytes are copied into 64 KiB
+// blocks, or a whole buffer becomes a block of its own (give(): no copy).
 class ByteQueue {
  public:
   static constexpr size_t kBlock = 64 * 1024;
@@ -180,17 +182,37 @@ class ByteQueue {
 
   void append(const uint8_t *p, size_t n) {
     while (n > 0) {
-      if (blocks_.empty() || tail_len_ == kBlock) {
-        blocks_.push_back(new_block());
-        tail_len_ = 0;
-      }
-      const size_t k = std::min(n, kBlock - tail_len_);
-      std::memcpy(blocks_.back().get() + tail_len_, p, k);
-      tail_len_ += k;
+      if (blocks_.empty() || blocks_.back().size() == blocks_.back().capacity()) blocks_.push_back(new_block(kBlock));
+      stream::Bytes &b = blocks_.back();
+      const size_t k = std::min(n, b.capacity() - b.size());
+      const size_t at = b.size();
+      b.resize(at + k);  // within capacity: the storage stays where it is
+      std::memcpy(b.data() + at, p, k);
       p += k;
       n -= k;
       end_ += k;
     }
+  }
+
+  // Takes buf's bytes by taking its storage; buf gets an emptied block to fill next (a spare
+  // one, else a new one as big). A small buffer is copied instead: a block per few bytes
+  // would cost more.
+  void give(stream::Bytes &buf) {
+    if (buf.size() < kBlock / 4) {
+      append(buf.data(), buf.size());
+      buf.clear();
+      return;
+    }
+    if (!blocks_.empty() && blocks_.back().empty()) {  // the kept one: no empty block in between
+      release(std::move(blocks_.back()));
+      blocks_.pop_back();
+      head_ = 0;
+    }
+    const size_t n = buf.size();
+    end_ += n;
+    blocks_.push_back(std::move(buf));
+    buf = largest_spare();
+    if (buf.capacity() < n) buf.reserve(n);  // its next filling then grows it without copying
   }
 
   // Forgets every byte before absolute offset |upto|.
@@ -200,32 +222,29 @@ class ByteQueue {
     head_ += static_cast<size_t>(upto - begin_);
     begin_ = upto;
     while (!blocks_.empty()) {
-      const bool last = blocks_.size() == 1;
-      const size_t blen = last ? tail_len_ : kBlock;
+      const size_t blen = blocks_.front().size();
       if (head_ < blen) break;
-      if (last) {  // everything consumed: keep the block for the next append
+      if (blocks_.size() == 1) {  // all of it: keep it for the next append
+        blocks_.front().clear();
         head_ = 0;
-        tail_len_ = 0;
         break;
       }
-      if (!spare_) spare_ = std::move(blocks_.front());
+      head_ -= blen;
+      release(std::move(blocks_.front()));
       blocks_.pop_front();
-      head_ -= kBlock;
     }
   }
 
   // Up to maxv spans covering [from, end()).
   size_t gather(uint64_t from, ngtcp2_vec *v, size_t maxv) const {
     if (from >= end_ || from < begin_) return 0;
-    const uint64_t base = begin_ - head_;  // offset of blocks_[0][0]; all blocks but the last are full
-    size_t idx = static_cast<size_t>((from - base) / kBlock);
-    size_t off = static_cast<size_t>((from - base) % kBlock);
+    size_t off = static_cast<size_t>(from - begin_) + head_;  // into blocks_[idx]
+    size_t idx = 0;
+    while (off >= blocks_[idx].size()) off -= blocks_[idx++].size();
     size_t cnt = 0;
     for (; idx < blocks_.size() && cnt < maxv; ++idx, off = 0) {
-      const size_t blen = idx + 1 == blocks_.size() ? tail_len_ : kBlock;
-      if (off >= blen) break;
-      v[cnt].base = blocks_[idx].get() + off;
-      v[cnt].len = blen - off;
+      v[cnt].base = const_cast<uint8_t *>(blocks_[idx].data()) + off;
+      v[cnt].len = blocks_[idx].size() - off;
       ++cnt;
     }
     return cnt;
@@ -245,17 +264,41 @@ class ByteQueue {
   }
 
  private:
-  // Every byte passes through a block, so blocks are neither zero-filled (make_unique would
-  // memset each one: 2.5% of a bulk sender's CPU) nor freed and reallocated each time: the
-  // last one emptied is kept for the next.
-  std::unique_ptr<uint8_t[]> new_block() {
-    if (spare_) return std::move(spare_);
-    return std::make_unique_for_overwrite<uint8_t[]>(kBlock);
+  // Emptied blocks are kept (at most kSpares) rather than freed and allocated again; new
+  // ones are not zero-filled (make_unique would memset each one: 2.5% of a bulk sender's
+  // CPU). The largest spare goes first, so a given buffer comes back as big as it went.
+  static constexpr size_t kSpares = 2;
+  stream::Bytes new_block(size_t capacity) {  // the smallest spare that holds capacity
+    auto at = std::lower_bound(spares_.begin(), spares_.end(), capacity,
+                               [](const stream::Bytes &x, size_t c) { return x.capacity() < c; });
+    stream::Bytes b;
+    if (at != spares_.end()) {
+      b = std::move(*at);
+      spares_.erase(at);
+    } else {
+      b.reserve(capacity);
+    }
+    return b;
+  }
+  stream::Bytes largest_spare() {
+    stream::Bytes b;
+    if (!spares_.empty()) {
+      b = std::move(spares_.back());
+      spares_.pop_back();
+    }
+    return b;
+  }
+  void release(stream::Bytes b) {
+    b.clear();
+    auto at = std::lower_bound(spares_.begin(), spares_.end(), b.capacity(),
+                               [](const stream::Bytes &x, size_t c) { return x.capacity() < c; });
+    spares_.insert(at, std::move(b));
+    if (spares_.size() > kSpares) spares_.erase(spares_.begin());  // the smallest
   }
 
-  std::unique_ptr<uint8_t[]> spare_;
-  std::deque<std::unique_ptr<uint8_t[]>> blocks_;
-  size_t head_ = 0, tail_len_ = 0;
+  std::vector<stream::Bytes> spares_;  // by capacity, ascending
+  std::deque<stream::Bytes> blocks_;   // none empty but maybe the last
+  size_t head_ = 0;                     // bytes of blocks_.front() already dropped
   uint64_t begin_ = 0, end_ = 0;
 };
 
@@ -1388,24 +1431,28 @@ class QuicStream final : public stream::Stream {
 
   rt::Task<ssize_t> write(std::span<const std::byte> buf) override {
     auto c = c_;
-    if (!c) co_return -EBADF;
     size_t done = 0;
     while (done < buf.size()) {
-      if (c->dead_) co_return c->error_;
-      if (c->fin_requested_ || c->closing_ || c->tx_reset_) co_return -EPIPE;
-      const size_t queued = c->tx_.size();
-      if (queued >= kTxLimit) {
-        c->tx_ev_.reset();
-        const bool ok = co_await c->tx_ev_.wait();
-        if (!ok) co_return -ECANCELED;
-        continue;
-      }
-      const size_t n = std::min(buf.size() - done, kTxLimit - queued);
+      const int r = co_await room(c.get());
+      if (r < 0) co_return r;
+      const size_t n = std::min(buf.size() - done, kTxLimit - c->tx_.size());
       c->tx_.append(reinterpret_cast<const uint8_t *>(buf.data() + done), n);
       done += n;
       if (c->core_ != nullptr) c->core_->want_send(*c);
     }
     co_return static_cast<ssize_t>(done);
+  }
+
+  // The send queue keeps written bytes until they are acknowledged: it takes the buffer.
+  rt::Task<ssize_t> write_owned(stream::Bytes &buf) override {
+    auto c = c_;
+    const size_t n = buf.size();
+    if (n == 0) co_return 0;
+    const int r = co_await room(c.get());
+    if (r < 0) co_return r;
+    c->tx_.give(buf);  // may go past kTxLimit by this one buffer, which its writer bounds
+    if (c->core_ != nullptr) c->core_->want_send(*c);
+    co_return static_cast<ssize_t>(n);
   }
 
   rt::Task<int> shutdown_write() override {
@@ -1430,6 +1477,19 @@ class QuicStream final : public stream::Stream {
   }
 
  private:
+  // Waits until the send queue is under its limit: 0, or -errno when writing cannot go on.
+  static rt::Task<int> room(Connection *c) {
+    for (;;) {
+      if (c == nullptr) co_return -EBADF;
+      if (c->dead_) co_return c->error_;
+      if (c->fin_requested_ || c->closing_ || c->tx_reset_) co_return -EPIPE;
+      if (c->tx_.size() < kTxLimit) co_return 0;
+      c->tx_ev_.reset();
+      const bool ok = co_await c->tx_ev_.wait();
+      if (!ok) co_return -ECANCELED;
+    }
+  }
+
   std::shared_ptr<Connection> c_;
 };
 

@@ -345,6 +345,61 @@ TEST_CASE("write_owned buffers mixed with write() arrive byte-exact; emptied buf
   f.finish();
 }
 
+// Like TCP_NOTSENT_LOWAT: against a peer that reads nothing, the stream's flow-control window
+// (8 MiB) goes out and then write() stops taking bytes once 256 KiB wait unsent. (It used to
+// take another 8 MiB.) Everything still arrives intact once the peer reads.
+TEST_CASE("write() holds at most 256 KiB unsent once the peer's window is full", "[quic][transport]") {
+  Fixture f;
+  rt::run_blocking([]() -> rt::Task<void> {
+    constexpr uint64_t kWindow = 8ull * 1024 * 1024, kUnsent = 256 * 1024, kChunk = 64 * 1024;
+    constexpr uint64_t kTotal = 12ull * 1024 * 1024;
+    auto lr = QuicListener::create(server_cfg(), loopback());
+    REQUIRE(lr);
+    auto &l = *lr.value();
+    auto cr = co_await connect_to(l, client_cfg());
+    REQUIRE(cr);
+    auto client = std::move(cr.value());
+    auto ar = co_await l.accept();
+    REQUIRE(ar);
+    auto server = std::move(ar.value().first);
+
+    uint64_t accepted = 0;
+    rt::Scope writer;
+    writer.spawn([](stream::Stream &s, uint64_t &accepted) -> rt::Task<void> {
+      std::vector<std::byte> buf(kChunk);
+      while (accepted < kTotal) {
+        for (size_t i = 0; i < buf.size(); ++i) buf[i] = std::byte(pattern(accepted + i, 9));
+        const ssize_t w = co_await s.write(buf);
+        if (w <= 0) co_return;
+        accepted += uint64_t(w);
+      }
+      const int r = co_await s.shutdown_write();
+      (void)r;
+    }(*client, accepted));
+    // Wait until the writer stalls: no progress for 300 ms (at most 10 s).
+    uint64_t seen = ~0ull;
+    for (int quiet = 0, i = 0; quiet < 6 && i < 200; ++i) {
+      const int r = co_await rt::sleep_for(50ms);
+      (void)r;
+      quiet = accepted == seen ? quiet + 1 : 0;
+      seen = accepted;
+    }
+    CHECK(accepted >= kWindow);                      // the window went out
+    CHECK(accepted <= kWindow + kUnsent + kChunk);   // and little more was taken
+    ReadResult got;
+    co_await read_pattern(*server, 9, got);
+    const bool j = co_await writer.join();
+    (void)j;
+    CHECK(got.bytes == kTotal);
+    CHECK(got.intact);
+    CHECK(got.last == 0);
+    client->close();
+    server->close();
+    co_await l.stop();
+  }());
+  f.finish();
+}
+
 TEST_CASE("4 MB both ways through stream::pump to an echo on the server", "[quic][transport]") {
   Fixture f;
   rt::run_blocking([]() -> rt::Task<void> {

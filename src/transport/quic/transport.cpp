@@ -45,8 +45,12 @@ constexpr uint64_t kStreamWindow = 8 * kMiB;
 constexpr uint64_t kConnWindow = 16 * kMiB;
 constexpr uint64_t kMaxStreamWindow = 16 * kMiB;
 constexpr uint64_t kMaxConnWindow = 32 * kMiB;
-// write() suspends once this much is queued but not yet acknowledged: about one stream window.
+// write() suspends once this much is queued but not yet acknowledged: about one stream window,
 constexpr size_t kTxLimit = 8 * kMiB;
+// or once this much of it has not been handed to ngtcp2 yet (what TCP_NOTSENT_LOWAT does on
+// tcp). Without it a session with a few bulk channels keeps megabytes unsent: ngtcp2's copy
+// into packets reads them back from beyond the cache, and a reply queues behind them.
+constexpr size_t kUnsentLimit = 256 * 1024;
 // After close(), how long unacknowledged data may still be delivered before CONNECTION_CLOSE.
 constexpr rt::Duration kLinger = 3s;
 // One GSO send: at most 64 segments and under the 64 KiB UDP payload limit.
@@ -482,6 +486,7 @@ class Connection : public std::enable_shared_from_this<Connection> {
     return t;
   }
   bool linger_done() const { return closing_ && tx_.empty(); }
+  size_t unsent() const { return static_cast<size_t>(tx_.end() - sent_); }
 
   // Client: opens the stream once the handshake is done and announces it with an empty
   // STREAM frame, so the server can accept it before either side has data.
@@ -877,6 +882,7 @@ ngtcp2_ssize Connection::write_one(uint8_t *dest, size_t destlen, ngtcp2_path_st
     if (n < 0) return n;
     if (ndatalen >= 0) {
       sent_ += static_cast<uint64_t>(ndatalen);
+      if (ndatalen > 0 && unsent() < kUnsentLimit && tx_.size() < kTxLimit) tx_ev_.set();
       announce_ = false;
       if ((flags & NGTCP2_WRITE_STREAM_FLAG_FIN) && sent_ == tx_.end()) fin_sent_ = true;
     }
@@ -1435,7 +1441,7 @@ class QuicStream final : public stream::Stream {
     while (done < buf.size()) {
       const int r = co_await room(c.get());
       if (r < 0) co_return r;
-      const size_t n = std::min(buf.size() - done, kTxLimit - c->tx_.size());
+      const size_t n = std::min({buf.size() - done, kTxLimit - c->tx_.size(), kUnsentLimit - c->unsent()});
       c->tx_.append(reinterpret_cast<const uint8_t *>(buf.data() + done), n);
       done += n;
       if (c->core_ != nullptr) c->core_->want_send(*c);
@@ -1450,7 +1456,7 @@ class QuicStream final : public stream::Stream {
     if (n == 0) co_return 0;
     const int r = co_await room(c.get());
     if (r < 0) co_return r;
-    c->tx_.give(buf);  // may go past kTxLimit by this one buffer, which its writer bounds
+    c->tx_.give(buf);  // may go past the limits by this one buffer, which its writer bounds
     if (c->core_ != nullptr) c->core_->want_send(*c);
     co_return static_cast<ssize_t>(n);
   }
@@ -1483,7 +1489,7 @@ class QuicStream final : public stream::Stream {
       if (c == nullptr) co_return -EBADF;
       if (c->dead_) co_return c->error_;
       if (c->fin_requested_ || c->closing_ || c->tx_reset_) co_return -EPIPE;
-      if (c->tx_.size() < kTxLimit) co_return 0;
+      if (c->tx_.size() < kTxLimit && c->unsent() < kUnsentLimit) co_return 0;
       c->tx_ev_.reset();
       const bool ok = co_await c->tx_ev_.wait();
       if (!ok) co_return -ECANCELED;

@@ -272,9 +272,12 @@ class ByteQueue {
   // ones are not zero-filled (make_unique would memset each one: 2.5% of a bulk sender's
   // CPU). The largest spare goes first, so a given buffer comes back as big as it went.
   static constexpr size_t kSpares = 2;
+  std::vector<stream::Bytes>::iterator first_spare_holding(size_t capacity) {
+    return std::lower_bound(spares_.begin(), spares_.end(), capacity,
+                            [](const stream::Bytes &x, size_t c) { return x.capacity() < c; });
+  }
   stream::Bytes new_block(size_t capacity) {  // the smallest spare that holds capacity
-    auto at = std::lower_bound(spares_.begin(), spares_.end(), capacity,
-                               [](const stream::Bytes &x, size_t c) { return x.capacity() < c; });
+    auto at = first_spare_holding(capacity);
     stream::Bytes b;
     if (at != spares_.end()) {
       b = std::move(*at);
@@ -294,9 +297,7 @@ class ByteQueue {
   }
   void release(stream::Bytes b) {
     b.clear();
-    auto at = std::lower_bound(spares_.begin(), spares_.end(), b.capacity(),
-                               [](const stream::Bytes &x, size_t c) { return x.capacity() < c; });
-    spares_.insert(at, std::move(b));
+    spares_.insert(first_spare_holding(b.capacity()), std::move(b));
     if (spares_.size() > kSpares) spares_.erase(spares_.begin());  // the smallest
   }
 

@@ -172,6 +172,26 @@ rt::Task<rt::Result<std::unique_ptr<stream::Stream>>> connect_to(const QuicListe
   co_return co_await quic::quic_connect(cfg, l.local());
 }
 
+// A listener on loopback with one connection accepted: the client's and the server's stream.
+struct Connected {
+  std::unique_ptr<QuicListener> listener;
+  std::unique_ptr<stream::Stream> client, server;
+};
+
+rt::Task<Connected> connected_pair() {
+  Connected c;
+  auto lr = QuicListener::create(server_cfg(), loopback());
+  REQUIRE(lr);
+  c.listener = std::move(lr.value());
+  auto cr = co_await connect_to(*c.listener, client_cfg());
+  REQUIRE(cr);
+  c.client = std::move(cr.value());
+  auto ar = co_await c.listener->accept();
+  REQUIRE(ar);
+  c.server = std::move(ar.value().first);
+  co_return c;
+}
+
 // Client: sends |total| bytes, half-closes, and collects everything the server sends back.
 rt::Task<void> client_echo_roundtrip(stream::Stream &s, uint64_t total, uint64_t seed, ReadResult &back,
                                      ssize_t &wrote) {
@@ -289,19 +309,11 @@ TEST_CASE("network-path packetization (PMTUD, GSO, GRO): 16 MB client to server 
 TEST_CASE("write_owned buffers mixed with write() arrive byte-exact; emptied buffers come back", "[quic][transport]") {
   Fixture f;
   rt::run_blocking([]() -> rt::Task<void> {
-    auto lr = QuicListener::create(server_cfg(), loopback());
-    REQUIRE(lr);
-    auto &l = *lr.value();
-    auto cr = co_await connect_to(l, client_cfg());
-    REQUIRE(cr);
-    auto client = std::move(cr.value());
-    auto ar = co_await l.accept();
-    REQUIRE(ar);
-    auto server = std::move(ar.value().first);
+    auto p = co_await connected_pair();
 
     ReadResult got;
     rt::Scope sc;
-    sc.spawn(read_pattern(*server, 5, got));
+    sc.spawn(read_pattern(*p.server, 5, got));
     const size_t sizes[] = {100, 300 * 1024, 20 * 1024, 1024 * 1024, 1, 70 * 1000};
     uint64_t off = 0;
     size_t taken = 0, handed_back = 0, reused = 0;
@@ -314,7 +326,7 @@ TEST_CASE("write_owned buffers mixed with write() arrive byte-exact; emptied buf
         if (had && buf.data() == before) ++reused;
         for (size_t i = 0; i < n; ++i) buf[i] = pattern(off + i, 5);
         const uint8_t *filled = buf.data();
-        const ssize_t w = co_await client->write_owned(buf);
+        const ssize_t w = co_await p.client->write_owned(buf);
         REQUIRE(w == ssize_t(n));
         off += n;
         CHECK(buf.empty());
@@ -323,12 +335,12 @@ TEST_CASE("write_owned buffers mixed with write() arrive byte-exact; emptied buf
         // and a plain write between given buffers
         std::byte small[333];
         for (size_t i = 0; i < sizeof small; ++i) small[i] = std::byte(pattern(off + i, 5));
-        const ssize_t ws = co_await client->write(small);
+        const ssize_t ws = co_await p.client->write(small);
         REQUIRE(ws == ssize_t(sizeof small));
         off += sizeof small;
       }
     }
-    const int sr = co_await client->shutdown_write();
+    const int sr = co_await p.client->shutdown_write();
     CHECK(sr == 0);
     const bool j = co_await sc.join();
     (void)j;
@@ -338,9 +350,9 @@ TEST_CASE("write_owned buffers mixed with write() arrive byte-exact; emptied buf
     CHECK(taken == 12 * 3);  // every big buffer (300 KiB, 1 MiB, 70 kB) was taken
     CHECK(handed_back > 0);  // acknowledged buffers were handed back
     CHECK(reused > 0);       // and filled again without moving
-    client->close();
-    server->close();
-    co_await l.stop();
+    p.client->close();
+    p.server->close();
+    co_await p.listener->stop();
   }());
   f.finish();
 }
@@ -353,15 +365,7 @@ TEST_CASE("write() holds at most 256 KiB unsent once the peer's window is full",
   rt::run_blocking([]() -> rt::Task<void> {
     constexpr uint64_t kWindow = 8ull * 1024 * 1024, kUnsent = 256 * 1024, kChunk = 64 * 1024;
     constexpr uint64_t kTotal = 12ull * 1024 * 1024;
-    auto lr = QuicListener::create(server_cfg(), loopback());
-    REQUIRE(lr);
-    auto &l = *lr.value();
-    auto cr = co_await connect_to(l, client_cfg());
-    REQUIRE(cr);
-    auto client = std::move(cr.value());
-    auto ar = co_await l.accept();
-    REQUIRE(ar);
-    auto server = std::move(ar.value().first);
+    auto p = co_await connected_pair();
 
     uint64_t accepted = 0;
     rt::Scope writer;
@@ -375,7 +379,7 @@ TEST_CASE("write() holds at most 256 KiB unsent once the peer's window is full",
       }
       const int r = co_await s.shutdown_write();
       (void)r;
-    }(*client, accepted));
+    }(*p.client, accepted));
     // Wait until the writer stalls: no progress for 300 ms (at most 10 s).
     uint64_t seen = ~0ull;
     for (int quiet = 0, i = 0; quiet < 6 && i < 200; ++i) {
@@ -387,15 +391,15 @@ TEST_CASE("write() holds at most 256 KiB unsent once the peer's window is full",
     CHECK(accepted >= kWindow);                      // the window went out
     CHECK(accepted <= kWindow + kUnsent + kChunk);   // and little more was taken
     ReadResult got;
-    co_await read_pattern(*server, 9, got);
+    co_await read_pattern(*p.server, 9, got);
     const bool j = co_await writer.join();
     (void)j;
     CHECK(got.bytes == kTotal);
     CHECK(got.intact);
     CHECK(got.last == 0);
-    client->close();
-    server->close();
-    co_await l.stop();
+    p.client->close();
+    p.server->close();
+    co_await p.listener->stop();
   }());
   f.finish();
 }
@@ -664,44 +668,36 @@ TEST_CASE("listener stop: the client's read fails promptly, the server stream re
 TEST_CASE("half-close: client FIN while the server keeps sending", "[quic][transport]") {
   Fixture f;
   rt::run_blocking([]() -> rt::Task<void> {
-    auto lr = QuicListener::create(server_cfg(), loopback());
-    REQUIRE(lr);
-    auto &l = *lr.value();
-    auto cr = co_await connect_to(l, client_cfg());
-    REQUIRE(cr);
-    auto client = std::move(cr.value());
-    auto ar = co_await l.accept();
-    REQUIRE(ar);
-    auto server = std::move(ar.value().first);
+    auto p = co_await connected_pair();
 
     // Client sends a little and closes its side at once.
-    const ssize_t w = co_await write_pattern(*client, 1000, 11);
+    const ssize_t w = co_await write_pattern(*p.client, 1000, 11);
     CHECK(w == 1000);
-    const int sr = co_await client->shutdown_write();
+    const int sr = co_await p.client->shutdown_write();
     CHECK(sr == 0);
-    const ssize_t w_after = co_await client->write(std::as_bytes(std::span("x", 1)));
+    const ssize_t w_after = co_await p.client->write(std::as_bytes(std::span("x", 1)));
     CHECK(w_after == -EPIPE);
     ReadResult at_server;
-    co_await read_pattern(*server, 11, at_server);
+    co_await read_pattern(*p.server, 11, at_server);
     CHECK(at_server.bytes == 1000);
     CHECK(at_server.last == 0);
 
     // The server's direction is still open: 3 MB, then its own FIN.
     ReadResult at_client;
     rt::Scope sc;
-    sc.spawn(read_pattern(*client, 12, at_client));
-    const ssize_t w2 = co_await write_pattern(*server, 3 * 1024 * 1024, 12);
+    sc.spawn(read_pattern(*p.client, 12, at_client));
+    const ssize_t w2 = co_await write_pattern(*p.server, 3 * 1024 * 1024, 12);
     CHECK(w2 == 3 * 1024 * 1024);
-    const int sr2 = co_await server->shutdown_write();
+    const int sr2 = co_await p.server->shutdown_write();
     CHECK(sr2 == 0);
     const bool j = co_await sc.join();
     (void)j;
     CHECK(at_client.bytes == 3 * 1024 * 1024);
     CHECK(at_client.intact);
     CHECK(at_client.last == 0);
-    server->close();
-    client->close();
-    co_await l.stop();
+    p.server->close();
+    p.client->close();
+    co_await p.listener->stop();
   }());
   f.finish();
 }
@@ -803,25 +799,17 @@ TEST_CASE("max_connections bounds the server; a handshake that cannot finish tim
 TEST_CASE("close() delivers what was written before CONNECTION_CLOSE", "[quic][transport]") {
   Fixture f;
   rt::run_blocking([]() -> rt::Task<void> {
-    auto lr = QuicListener::create(server_cfg(), loopback());
-    REQUIRE(lr);
-    auto &l = *lr.value();
-    auto cr = co_await connect_to(l, client_cfg());
-    REQUIRE(cr);
-    auto client = std::move(cr.value());
-    auto ar = co_await l.accept();
-    REQUIRE(ar);
-    auto server = std::move(ar.value().first);
+    auto p = co_await connected_pair();
     constexpr uint64_t kTotal = 2 * 1024 * 1024;
-    const ssize_t w = co_await write_pattern(*client, kTotal, 21);
+    const ssize_t w = co_await write_pattern(*p.client, kTotal, 21);
     CHECK(w == ssize_t(kTotal));
-    client.reset();  // destroyed with data in flight
+    p.client.reset();  // destroyed with data in flight
     ReadResult got;
-    co_await read_pattern(*server, 21, got);
+    co_await read_pattern(*p.server, 21, got);
     CHECK(got.bytes == kTotal);
     CHECK(got.intact);
     CHECK(got.last == -ECONNRESET);  // no FIN: the connection was closed after the data
-    co_await l.stop();
+    co_await p.listener->stop();
   }());
   f.finish();
 }

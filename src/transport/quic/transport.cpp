@@ -488,6 +488,8 @@ class Connection : public std::enable_shared_from_this<Connection> {
   }
   bool linger_done() const { return closing_ && tx_.empty(); }
   size_t unsent() const { return static_cast<size_t>(tx_.end() - sent_); }
+  // The send queue is under both its limits: a writer waiting on tx_ev_ may go on.
+  bool tx_room() const { return tx_.size() < kTxLimit && unsent() < kUnsentLimit; }
 
   // Client: opens the stream once the handshake is done and announces it with an empty
   // STREAM frame, so the server can accept it before either side has data.
@@ -580,7 +582,7 @@ int cb_acked_stream_data_offset(ngtcp2_conn *, int64_t stream_id, uint64_t offse
   if (stream_id != c->sid_) return 0;
   // ngtcp2 reports the contiguously acknowledged prefix, so everything before it is free.
   c->tx_.drop_until(offset + datalen);
-  if (c->tx_.size() < kTxLimit) c->tx_ev_.set();
+  if (c->tx_room()) c->tx_ev_.set();
   if (c->linger_done() && c->core_ != nullptr) c->core_->want_send(*c);
   return 0;
 }
@@ -883,7 +885,7 @@ ngtcp2_ssize Connection::write_one(uint8_t *dest, size_t destlen, ngtcp2_path_st
     if (n < 0) return n;
     if (ndatalen >= 0) {
       sent_ += static_cast<uint64_t>(ndatalen);
-      if (ndatalen > 0 && unsent() < kUnsentLimit && tx_.size() < kTxLimit) tx_ev_.set();
+      if (ndatalen > 0 && tx_room()) tx_ev_.set();
       announce_ = false;
       if ((flags & NGTCP2_WRITE_STREAM_FLAG_FIN) && sent_ == tx_.end()) fin_sent_ = true;
     }
@@ -1490,7 +1492,7 @@ class QuicStream final : public stream::Stream {
       if (c == nullptr) co_return -EBADF;
       if (c->dead_) co_return c->error_;
       if (c->fin_requested_ || c->closing_ || c->tx_reset_) co_return -EPIPE;
-      if (c->tx_.size() < kTxLimit && c->unsent() < kUnsentLimit) co_return 0;
+      if (c->tx_room()) co_return 0;
       c->tx_ev_.reset();
       const bool ok = co_await c->tx_ev_.wait();
       if (!ok) co_return -ECANCELED;

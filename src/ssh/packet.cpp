@@ -14,11 +14,6 @@ namespace {
 
 constexpr size_t kTagLen = 16;
 
-
-uint32_t get_u32(const uint8_t* p) {
-  return (uint32_t{p[0]} << 24) | (uint32_t{p[1]} << 16) | (uint32_t{p[2]} << 8) | uint32_t{p[3]};
-}
-
 // OpenSSH's ChaCha20 uses the original 64-bit nonce and 64-bit block counter; BoringSSL's is the
 // IETF layout (32-bit counter, 96-bit nonce). The two agree when the counter's high word (the
 // first four nonce bytes in the IETF layout) is zero, which it is for packets under 256 GiB.

@@ -47,6 +47,10 @@ inline void put_u32(uint8_t* p, uint32_t v) {
   p[2] = uint8_t(v >> 8);
   p[3] = uint8_t(v);
 }
+// Reads the big-endian uint32 at p; the caller has checked that 4 bytes are there.
+inline uint32_t get_u32(const uint8_t* p) {
+  return (uint32_t{p[0]} << 24) | (uint32_t{p[1]} << 16) | (uint32_t{p[2]} << 8) | uint32_t{p[3]};
+}
 
 // The largest packet_length we accept or send. RFC 4253 asks for at least 35000; OpenSSH
 // accepts up to 256 KiB, and bigger packets mean fewer per-packet costs on bulk channels.

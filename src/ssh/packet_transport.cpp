@@ -357,8 +357,7 @@ void PacketTransport::flush_held() {
   Bytes held;
   held.swap(held_);
   while (pos + 4 <= held.size()) {
-    const uint32_t n = (uint32_t{held[pos]} << 24) | (uint32_t{held[pos + 1]} << 16) | (uint32_t{held[pos + 2]} << 8) |
-                       uint32_t{held[pos + 3]};
+    const uint32_t n = get_u32(held.data() + pos);
     seal_now(std::span<const uint8_t>(held.data() + pos + 4, n));
     pos += 4 + n;
   }

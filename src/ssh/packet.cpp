@@ -1,6 +1,7 @@
 #include "ssh/packet.hpp"
 
-#include <openssl/aead.h>
+#include "ssh/aes_gcm.hpp"
+
 #include <openssl/chacha.h>
 #include <openssl/crypto.h>
 #include <openssl/poly1305.h>
@@ -29,7 +30,6 @@ class CipherState {
  public:
   explicit CipherState(Cipher c) : cipher(c) {}
   ~CipherState() {
-    if (aead_ready) EVP_AEAD_CTX_cleanup(&aead);
     OPENSSL_cleanse(chacha_main.data(), chacha_main.size());
     OPENSSL_cleanse(chacha_len.data(), chacha_len.size());
   }
@@ -44,9 +44,7 @@ class CipherState {
         return true;
       case Cipher::Aes128Gcm:
       case Cipher::Aes256Gcm: {
-        const EVP_AEAD* alg = cipher == Cipher::Aes128Gcm ? EVP_aead_aes_128_gcm() : EVP_aead_aes_256_gcm();
-        if (!EVP_AEAD_CTX_init(&aead, alg, k.key.data(), k.key.size(), kTagLen, nullptr)) return false;
-        aead_ready = true;
+        if (!gcm.init(k.key)) return false;
         std::memcpy(gcm_iv.data(), k.iv.data(), 12);
         return true;
       }
@@ -76,8 +74,7 @@ class CipherState {
   }
 
   Cipher cipher;
-  EVP_AEAD_CTX aead{};
-  bool aead_ready = false;
+  AesGcm gcm;
   std::array<uint8_t, 12> gcm_iv{};
   std::array<uint8_t, 32> chacha_main{};
   std::array<uint8_t, 32> chacha_len{};
@@ -173,9 +170,7 @@ size_t PacketSealer::seal_in_place(std::span<uint8_t> buf, size_t payload_len) {
       break;
     case Cipher::Aes128Gcm:
     case Cipher::Aes256Gcm: {
-      size_t tag_len = 0;
-      EVP_AEAD_CTX_seal_scatter(&st_->aead, p + 4, p + 4 + packet_len, &tag_len, kTagLen, st_->gcm_iv.data(), 12,
-                                p + 4, packet_len, nullptr, 0, p, 4);
+      st_->gcm.seal(st_->gcm_iv.data(), {p, 4}, {p + 4, packet_len}, p + 4 + packet_len);
       st_->gcm_advance();
       break;
     }
@@ -231,8 +226,7 @@ Opened PacketOpener::open(std::span<uint8_t> buf) {
       break;
     case Cipher::Aes128Gcm:
     case Cipher::Aes256Gcm:
-      if (!EVP_AEAD_CTX_open_gather(&st_->aead, p + 4, st_->gcm_iv.data(), 12, p + 4, packet_len,
-                                    p + 4 + packet_len, kTagLen, p, 4)) {
+      if (!st_->gcm.open(st_->gcm_iv.data(), {p, 4}, {p + 4, packet_len}, p + 4 + packet_len)) {
         r.status = Opened::Error;
         r.error = "message authentication failed";
         return r;

@@ -1,6 +1,6 @@
 #include "ssh/packet.hpp"
 
-#include "ssh/aes_gcm.hpp"
+#include "crypto/aes_gcm.hpp"
 
 #include <openssl/chacha.h>
 #include <openssl/crypto.h>
@@ -74,7 +74,7 @@ class CipherState {
   }
 
   Cipher cipher;
-  AesGcm gcm;
+  crypto::AesGcm gcm;
   std::array<uint8_t, 12> gcm_iv{};
   std::array<uint8_t, 32> chacha_main{};
   std::array<uint8_t, 32> chacha_len{};
@@ -170,7 +170,7 @@ size_t PacketSealer::seal_in_place(std::span<uint8_t> buf, size_t payload_len) {
       break;
     case Cipher::Aes128Gcm:
     case Cipher::Aes256Gcm: {
-      st_->gcm.seal(st_->gcm_iv.data(), {p, 4}, {p + 4, packet_len}, p + 4 + packet_len);
+      st_->gcm.seal(st_->gcm_iv.data(), {p, 4}, {p + 4, packet_len}, p + 4, p + 4 + packet_len);
       st_->gcm_advance();
       break;
     }
@@ -226,7 +226,7 @@ Opened PacketOpener::open(std::span<uint8_t> buf) {
       break;
     case Cipher::Aes128Gcm:
     case Cipher::Aes256Gcm:
-      if (!st_->gcm.open(st_->gcm_iv.data(), {p, 4}, {p + 4, packet_len}, p + 4 + packet_len)) {
+      if (!st_->gcm.open(st_->gcm_iv.data(), {p, 4}, {p + 4, packet_len}, p + 4, p + 4 + packet_len)) {
         r.status = Opened::Error;
         r.error = "message authentication failed";
         return r;

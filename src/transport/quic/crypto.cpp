@@ -3,6 +3,8 @@
 // glue.cpp.
 #include "transport/quic/crypto.hpp"
 
+#include "crypto/aes_gcm.hpp"
+
 #include <openssl/aead.h>
 #include <openssl/aes.h>
 #include <openssl/chacha.h>
@@ -31,6 +33,19 @@ struct HpKey {
   HpKind kind;
   AES_KEY aes;
   uint8_t chacha[32];
+};
+
+// Keyed AEAD state behind ngtcp2_crypto_aead_ctx::native_handle: AES-GCM runs through our
+// AesGcm (VAES code where the CPU has it), ChaCha20-Poly1305 through BoringSSL.
+struct AeadKey {
+  crypto::AesGcm gcm;
+  EVP_AEAD_CTX *chacha = nullptr;
+  AeadKey() = default;
+  AeadKey(const AeadKey &) = delete;
+  AeadKey &operator=(const AeadKey &) = delete;
+  ~AeadKey() {
+    if (chacha != nullptr) EVP_AEAD_CTX_free(chacha);
+  }
 };
 
 void *handle(const void *p) { return const_cast<void *>(p); }
@@ -177,13 +192,20 @@ bool aead_ctx_init(ngtcp2_crypto_aead_ctx &ctx, const ngtcp2_crypto_aead &aead, 
   const auto *evp = static_cast<const EVP_AEAD *>(aead.native_handle);
   ctx.native_handle = nullptr;
   if (evp == nullptr || key.size() != EVP_AEAD_key_length(evp)) return false;
-  // One EVP_AEAD_CTX seals and opens, so rx and tx contexts are built the same way.
-  ctx.native_handle = EVP_AEAD_CTX_new(evp, key.data(), key.size(), EVP_AEAD_DEFAULT_TAG_LENGTH);
-  return ctx.native_handle != nullptr;
+  // One context seals and opens, so rx and tx contexts are built the same way.
+  auto state = std::make_unique<AeadKey>();
+  if (evp == EVP_aead_aes_128_gcm() || evp == EVP_aead_aes_256_gcm()) {
+    if (!state->gcm.init(key)) return false;
+  } else {
+    state->chacha = EVP_AEAD_CTX_new(evp, key.data(), key.size(), EVP_AEAD_DEFAULT_TAG_LENGTH);
+    if (state->chacha == nullptr) return false;
+  }
+  ctx.native_handle = state.release();
+  return true;
 }
 
 void aead_ctx_free(ngtcp2_crypto_aead_ctx &ctx) {
-  if (ctx.native_handle != nullptr) EVP_AEAD_CTX_free(static_cast<EVP_AEAD_CTX *>(ctx.native_handle));
+  delete static_cast<AeadKey *>(ctx.native_handle);
   ctx.native_handle = nullptr;
 }
 
@@ -218,12 +240,16 @@ void hp_ctx_free(ngtcp2_crypto_cipher_ctx &ctx) {
 int encrypt_cb(uint8_t *dest, const ngtcp2_crypto_aead *aead, const ngtcp2_crypto_aead_ctx *aead_ctx,
                const uint8_t *plaintext, size_t plaintextlen, const uint8_t *nonce, size_t noncelen,
                const uint8_t *aad, size_t aadlen) {
-  const auto *actx = static_cast<const EVP_AEAD_CTX *>(aead_ctx->native_handle);
-  if (actx == nullptr) return NGTCP2_ERR_CALLBACK_FAILURE;
+  const auto *key = static_cast<const AeadKey *>(aead_ctx->native_handle);
+  if (key == nullptr || noncelen != kPacketIvLen) return NGTCP2_ERR_CALLBACK_FAILURE;
+  if (key->chacha == nullptr) {
+    key->gcm.seal(nonce, {aad, aadlen}, {plaintext, plaintextlen}, dest, dest + plaintextlen);
+    return 0;
+  }
   size_t outlen = 0;
   const size_t max_out = plaintextlen + aead->max_overhead;
-  if (EVP_AEAD_CTX_seal(actx, dest, &outlen, max_out, nonce, noncelen, plaintext, plaintextlen, aad, aadlen) !=
-      1) {
+  if (EVP_AEAD_CTX_seal(key->chacha, dest, &outlen, max_out, nonce, noncelen, plaintext, plaintextlen, aad,
+                        aadlen) != 1) {
     return NGTCP2_ERR_CALLBACK_FAILURE;
   }
   return 0;
@@ -232,14 +258,17 @@ int encrypt_cb(uint8_t *dest, const ngtcp2_crypto_aead *aead, const ngtcp2_crypt
 int decrypt_cb(uint8_t *dest, const ngtcp2_crypto_aead *aead, const ngtcp2_crypto_aead_ctx *aead_ctx,
                const uint8_t *ciphertext, size_t ciphertextlen, const uint8_t *nonce, size_t noncelen,
                const uint8_t *aad, size_t aadlen) {
-  const auto *actx = static_cast<const EVP_AEAD_CTX *>(aead_ctx->native_handle);
+  const auto *key = static_cast<const AeadKey *>(aead_ctx->native_handle);
   // Anything that fails to authenticate is a bad packet, not a broken connection:
   // ngtcp2 treats NGTCP2_ERR_DECRYPT as "drop it", everything else as fatal.
-  if (actx == nullptr || ciphertextlen < aead->max_overhead) return NGTCP2_ERR_DECRYPT;
-  size_t outlen = 0;
+  if (key == nullptr || noncelen != kPacketIvLen || ciphertextlen < aead->max_overhead) return NGTCP2_ERR_DECRYPT;
   const size_t max_out = ciphertextlen - aead->max_overhead;
-  if (EVP_AEAD_CTX_open(actx, dest, &outlen, max_out, nonce, noncelen, ciphertext, ciphertextlen, aad, aadlen) !=
-      1) {
+  if (key->chacha == nullptr)
+    return key->gcm.open(nonce, {aad, aadlen}, {ciphertext, max_out}, dest, ciphertext + max_out) ? 0
+                                                                                                : NGTCP2_ERR_DECRYPT;
+  size_t outlen = 0;
+  if (EVP_AEAD_CTX_open(key->chacha, dest, &outlen, max_out, nonce, noncelen, ciphertext, ciphertextlen, aad,
+                        aadlen) != 1) {
     return NGTCP2_ERR_DECRYPT;
   }
   return 0;

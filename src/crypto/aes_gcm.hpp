@@ -1,5 +1,5 @@
 // AES-GCM (NIST SP 800-38D, 96-bit nonces, 16-byte tags) for the SSH packet ciphers
-// aes128-gcm@openssh.com and aes256-gcm@openssh.com, in place.
+// (aes128-gcm@openssh.com, aes256-gcm@openssh.com) and QUIC packet protection.
 //
 // On CPUs with VAES and VPCLMULQDQ (AES rounds and carry-less multiplies on two blocks per
 // 256-bit register) it runs our own 16-blocks-per-step code: 6.3-6.8 GB/s per core on the
@@ -15,7 +15,7 @@
 
 #include <openssl/aead.h>
 
-namespace alk::ssh {
+namespace alk::crypto {
 
 class AesGcm {
  public:
@@ -32,10 +32,14 @@ class AesGcm {
   bool vaes() const { return rounds_ != 0; }  // running our own code
   static bool vaes_available();
 
-  // Encrypts data in place and writes the tag; aad is authenticated, not encrypted.
-  void seal(const uint8_t* nonce, std::span<const uint8_t> aad, std::span<uint8_t> data, uint8_t* tag) const;
-  // Checks the tag and decrypts data in place; on a mismatch returns false and leaves data zeroed.
-  bool open(const uint8_t* nonce, std::span<const uint8_t> aad, std::span<uint8_t> data, const uint8_t* tag) const;
+  // Encrypts in into out (in.size() bytes: in's own bytes, or a buffer apart from them) and
+  // writes the tag; aad is authenticated, not encrypted.
+  void seal(const uint8_t* nonce, std::span<const uint8_t> aad, std::span<const uint8_t> in, uint8_t* out,
+            uint8_t* tag) const;
+  // Checks the tag and decrypts in into out (as for seal); on a mismatch returns false and
+  // leaves out zeroed.
+  bool open(const uint8_t* nonce, std::span<const uint8_t> aad, std::span<const uint8_t> in, uint8_t* out,
+            const uint8_t* tag) const;
 
  private:
   // The VAES path: each round key twice over (one per 128-bit lane), and the hash key's powers
@@ -47,4 +51,4 @@ class AesGcm {
   bool aead_ready_ = false;
 };
 
-}  // namespace alk::ssh
+}  // namespace alk::crypto

@@ -7,9 +7,9 @@
 #include <string>
 #include <vector>
 
-#include "ssh/aes_gcm.hpp"
+#include "crypto/aes_gcm.hpp"
 
-using alk::ssh::AesGcm;
+using alk::crypto::AesGcm;
 
 namespace {
 
@@ -34,12 +34,12 @@ std::vector<uint8_t> reference_seal(std::span<const uint8_t> key, const uint8_t*
   return out;
 }
 
-// Ours: ciphertext followed by the tag.
+// Ours, in place: ciphertext followed by the tag.
 std::vector<uint8_t> our_seal(const AesGcm& g, const uint8_t* nonce, std::span<const uint8_t> aad,
                               std::span<const uint8_t> plain) {
   std::vector<uint8_t> out(plain.begin(), plain.end());
   out.resize(plain.size() + 16);
-  g.seal(nonce, aad, {out.data(), plain.size()}, out.data() + plain.size());
+  g.seal(nonce, aad, {out.data(), plain.size()}, out.data(), out.data() + plain.size());
   return out;
 }
 
@@ -118,10 +118,16 @@ TEST_CASE("AesGcm seals as BoringSSL does and opens only what is intact, at ever
         REQUIRE(g.init(key, impl));
         auto sealed = our_seal(g, nonce.data(), aad, plain);
         REQUIRE(sealed == reference_seal(key, nonce.data(), aad, plain));
+        std::vector<uint8_t> apart(len + 16);  // from one buffer into another
+        g.seal(nonce.data(), aad, plain, apart.data(), apart.data() + len);
+        REQUIRE(apart == sealed);
 
         auto opened = sealed;
-        REQUIRE(g.open(nonce.data(), aad, {opened.data(), len}, opened.data() + len));
+        REQUIRE(g.open(nonce.data(), aad, {opened.data(), len}, opened.data(), opened.data() + len));
         REQUIRE(std::equal(plain.begin(), plain.end(), opened.begin()));
+        std::vector<uint8_t> opened_apart(len);
+        REQUIRE(g.open(nonce.data(), aad, {sealed.data(), len}, opened_apart.data(), sealed.data() + len));
+        REQUIRE(opened_apart == plain);
 
         // One flipped bit anywhere (ciphertext, tag, additional data) fails, and leaves zeros.
         auto tampered = sealed;
@@ -131,7 +137,8 @@ TEST_CASE("AesGcm seals as BoringSSL does and opens only what is intact, at ever
           tampered[where] ^= uint8_t(1u << (rng() % 8));
         else
           tampered_aad[where - len - 16] ^= uint8_t(1u << (rng() % 8));
-        REQUIRE_FALSE(g.open(nonce.data(), tampered_aad, {tampered.data(), len}, tampered.data() + len));
+        REQUIRE_FALSE(
+            g.open(nonce.data(), tampered_aad, {tampered.data(), len}, tampered.data(), tampered.data() + len));
         REQUIRE(std::all_of(tampered.begin(), tampered.begin() + long(len), [](uint8_t b) { return b == 0; }));
       }
     }

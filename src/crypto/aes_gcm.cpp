@@ -1,4 +1,4 @@
-#include "ssh/aes_gcm.hpp"
+#include "crypto/aes_gcm.hpp"
 
 #include <cpuid.h>
 #include <immintrin.h>
@@ -10,7 +10,7 @@
 // after vaes_available() said yes.
 #define ALK_VAES __attribute__((target("aes,pclmul,ssse3,sse4.1,avx,avx2,vaes,vpclmulqdq")))
 
-namespace alk::ssh {
+namespace alk::crypto {
 
 namespace {
 
@@ -74,12 +74,12 @@ ALK_VAES inline __m128i encrypt_block(const Keys& k, __m128i x) {
   return _mm_aesenclast_si128(x, _mm256_castsi256_si128(k.rk[Rounds]));
 }
 
-// One step of 2*N blocks at p: N register pairs of counter blocks through AES, XORed into the
-// data, and the ciphertext (the output when sealing, the input when opening) hashed into y
-// with one reduction. ctr holds the next two counters, reversed (the 32-bit count in the low
+// One step of 2*N blocks from in to out: N register pairs of counter blocks through AES, XORed
+// into the data, and the ciphertext (the output when sealing, the input when opening) hashed
+// into y with one reduction. ctr holds the next two counters, reversed (the 32-bit count in the low
 // dword of each lane), so an add steps them.
 template <bool Seal, int N, int Rounds>
-ALK_VAES inline void step(const Keys& k, __m128i& y, __m256i& ctr, uint8_t* p) {
+ALK_VAES inline void step(const Keys& k, __m128i& y, __m256i& ctr, const uint8_t* in, uint8_t* out) {
   const __m256i two = _mm256_set_epi32(0, 0, 0, 2, 0, 0, 0, 2);
   __m256i x[N];
 #pragma GCC unroll 8
@@ -91,17 +91,18 @@ ALK_VAES inline void step(const Keys& k, __m128i& y, __m256i& ctr, uint8_t* p) {
   for (int r = 1; r < Rounds; ++r)
 #pragma GCC unroll 8
     for (int i = 0; i < N; ++i) x[i] = _mm256_aesenc_epi128(x[i], k.rk[r]);
-  auto* q = reinterpret_cast<__m256i*>(p);
+  const auto* src = reinterpret_cast<const __m256i*>(in);
+  auto* dst = reinterpret_cast<__m256i*>(out);
   const __m256i* pw = k.powers + (8 - N);
   __m256i lo = _mm256_setzero_si256(), mid = lo, hi = lo;
   // The first pair is hashed last: only it waits for the previous step's y.
 #pragma GCC unroll 8
   for (int j = 1; j <= N; ++j) {
     const int i = j % N;
-    const __m256i in = _mm256_loadu_si256(q + i);
-    const __m256i out = _mm256_xor_si256(in, _mm256_aesenclast_epi128(x[i], k.rk[Rounds]));
-    _mm256_storeu_si256(q + i, out);
-    __m256i c = reverse(Seal ? out : in);
+    const __m256i plain_or_cipher = _mm256_loadu_si256(src + i);
+    const __m256i result = _mm256_xor_si256(plain_or_cipher, _mm256_aesenclast_epi128(x[i], k.rk[Rounds]));
+    _mm256_storeu_si256(dst + i, result);
+    __m256i c = reverse(Seal ? result : plain_or_cipher);
     if (i == 0) c = _mm256_xor_si256(c, _mm256_zextsi128_si256(y));
     lo = _mm256_xor_si256(lo, _mm256_clmulepi64_epi128(c, pw[i], 0x00));
     mid = _mm256_xor_si256(mid, _mm256_xor_si256(_mm256_clmulepi64_epi128(c, pw[i], 0x10),
@@ -120,9 +121,11 @@ ALK_VAES inline void hash_bytes(const Keys& k, __m128i& y, const uint8_t* p, siz
   }
 }
 
-// CTR over data in place from the counter block after j0, hashing the ciphertext; returns the tag.
+// CTR from in to out (the same buffer or apart) from the counter block after j0, hashing the
+// ciphertext; returns the tag.
 template <bool Seal, int Rounds>
-ALK_VAES __m128i crypt(const Keys& k, const uint8_t* nonce, std::span<const uint8_t> aad, uint8_t* p, size_t len) {
+ALK_VAES __m128i crypt(const Keys& k, const uint8_t* nonce, std::span<const uint8_t> aad, const uint8_t* in,
+                       uint8_t* out, size_t len) {
   alignas(16) uint8_t j0_bytes[16] = {};
   std::memcpy(j0_bytes, nonce, AesGcm::kNonceLen);
   j0_bytes[15] = 1;
@@ -133,19 +136,19 @@ ALK_VAES __m128i crypt(const Keys& k, const uint8_t* nonce, std::span<const uint
   const __m128i first = _mm_add_epi32(reverse(j0), _mm_set_epi32(0, 0, 0, 1));
   __m256i ctr = _mm256_add_epi32(_mm256_broadcastsi128_si256(first), _mm256_set_epi32(0, 0, 0, 1, 0, 0, 0, 0));
   const size_t total = len;
-  for (; len >= 256; p += 256, len -= 256) step<Seal, 8, Rounds>(k, y, ctr, p);
-  for (; len >= 32; p += 32, len -= 32) step<Seal, 1, Rounds>(k, y, ctr, p);
+  for (; len >= 256; in += 256, out += 256, len -= 256) step<Seal, 8, Rounds>(k, y, ctr, in, out);
+  for (; len >= 32; in += 32, out += 32, len -= 32) step<Seal, 1, Rounds>(k, y, ctr, in, out);
   __m128i c = _mm256_castsi256_si128(ctr);
-  for (; len > 0; p += 16, len -= len < 16 ? len : 16) {  // the last 1-31 bytes
-    const size_t n = len < 16 ? len : 16;
+  for (size_t n; len > 0; in += n, out += n, len -= n) {  // the last 1-31 bytes
+    n = len < 16 ? len : 16;
     alignas(16) uint8_t block[16] = {};
-    std::memcpy(block, p, n);
-    const __m128i in = _mm_load_si128(reinterpret_cast<const __m128i*>(block));
-    _mm_store_si128(reinterpret_cast<__m128i*>(block), _mm_xor_si128(in, encrypt_block<Rounds>(k, reverse(c))));
-    std::memcpy(p, block, n);
+    std::memcpy(block, in, n);
+    const __m128i given = _mm_load_si128(reinterpret_cast<const __m128i*>(block));
+    _mm_store_si128(reinterpret_cast<__m128i*>(block), _mm_xor_si128(given, encrypt_block<Rounds>(k, reverse(c))));
+    std::memcpy(out, block, n);
     c = _mm_add_epi32(c, _mm_set_epi32(0, 0, 0, 1));
     std::memset(block + n, 0, sizeof block - n);  // the ciphertext is hashed zero-padded
-    const __m128i cipher = Seal ? _mm_load_si128(reinterpret_cast<const __m128i*>(block)) : in;
+    const __m128i cipher = Seal ? _mm_load_si128(reinterpret_cast<const __m128i*>(block)) : given;
     y = gf_mul(_mm_xor_si128(y, reverse(cipher)), k.h);
   }
   const __m128i lengths = _mm_set_epi64x(static_cast<long long>(aad.size() * 8), static_cast<long long>(total * 8));
@@ -217,11 +220,11 @@ ALK_VAES void init_vaes(std::span<const uint8_t> key, uint8_t (&round_keys)[15][
 
 template <bool Seal>
 ALK_VAES __m128i run(const uint8_t (&round_keys)[15][32], const uint8_t (&powers)[8][32], int rounds,
-                     const uint8_t* nonce, std::span<const uint8_t> aad, std::span<uint8_t> data) {
+                     const uint8_t* nonce, std::span<const uint8_t> aad, std::span<const uint8_t> in, uint8_t* out) {
   const auto* pairs = reinterpret_cast<const __m256i*>(powers);
   const Keys k{reinterpret_cast<const __m256i*>(round_keys), pairs, _mm256_extracti128_si256(pairs[7], 1)};
-  return rounds == 10 ? crypt<Seal, 10>(k, nonce, aad, data.data(), data.size())
-                      : crypt<Seal, 14>(k, nonce, aad, data.data(), data.size());
+  return rounds == 10 ? crypt<Seal, 10>(k, nonce, aad, in.data(), out, in.size())
+                      : crypt<Seal, 14>(k, nonce, aad, in.data(), out, in.size());
 }
 
 }  // namespace
@@ -262,30 +265,31 @@ bool AesGcm::init(std::span<const uint8_t> key, Impl impl) {
   return aead_ready_;
 }
 
-void AesGcm::seal(const uint8_t* nonce, std::span<const uint8_t> aad, std::span<uint8_t> data, uint8_t* tag) const {
+void AesGcm::seal(const uint8_t* nonce, std::span<const uint8_t> aad, std::span<const uint8_t> in, uint8_t* out,
+                  uint8_t* tag) const {
   if (vaes()) {
-    _mm_storeu_si128(reinterpret_cast<__m128i*>(tag), run<true>(round_keys_, powers_, rounds_, nonce, aad, data));
+    _mm_storeu_si128(reinterpret_cast<__m128i*>(tag), run<true>(round_keys_, powers_, rounds_, nonce, aad, in, out));
     return;
   }
   size_t tag_len = 0;
-  EVP_AEAD_CTX_seal_scatter(&aead_, data.data(), tag, &tag_len, kTagLen, nonce, kNonceLen, data.data(), data.size(),
-                            nullptr, 0, aad.data(), aad.size());
+  EVP_AEAD_CTX_seal_scatter(&aead_, out, tag, &tag_len, kTagLen, nonce, kNonceLen, in.data(), in.size(), nullptr, 0,
+                            aad.data(), aad.size());
 }
 
-bool AesGcm::open(const uint8_t* nonce, std::span<const uint8_t> aad, std::span<uint8_t> data,
+bool AesGcm::open(const uint8_t* nonce, std::span<const uint8_t> aad, std::span<const uint8_t> in, uint8_t* out,
                   const uint8_t* tag) const {
   bool ok;
   if (vaes()) {
     alignas(16) uint8_t computed[kTagLen];
-    const __m128i tag_of_data = run<false>(round_keys_, powers_, rounds_, nonce, aad, data);
+    const __m128i tag_of_data = run<false>(round_keys_, powers_, rounds_, nonce, aad, in, out);
     _mm_store_si128(reinterpret_cast<__m128i*>(computed), tag_of_data);
     ok = CRYPTO_memcmp(computed, tag, kTagLen) == 0;
   } else {
-    ok = EVP_AEAD_CTX_open_gather(&aead_, data.data(), nonce, kNonceLen, data.data(), data.size(), tag, kTagLen,
-                                  aad.data(), aad.size()) == 1;
+    ok = EVP_AEAD_CTX_open_gather(&aead_, out, nonce, kNonceLen, in.data(), in.size(), tag, kTagLen, aad.data(),
+                                  aad.size()) == 1;
   }
-  if (!ok) std::memset(data.data(), 0, data.size());
+  if (!ok) std::memset(out, 0, in.size());
   return ok;
 }
 
-}  // namespace alk::ssh
+}  // namespace alk::crypto

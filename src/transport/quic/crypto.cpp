@@ -4,6 +4,7 @@
 #include "transport/quic/crypto.hpp"
 
 #include "crypto/aes_gcm.hpp"
+#include "crypto/hkdf.hpp"
 
 #include <openssl/aead.h>
 #include <openssl/aes.h>
@@ -129,31 +130,9 @@ bool hkdf_extract(std::span<uint8_t> prk, const ngtcp2_crypto_md &md, std::span<
   return HKDF_extract(prk.data(), &len, evp, ikm.data(), ikm.size(), salt.data(), salt.size()) == 1;
 }
 
-bool hkdf_expand(std::span<uint8_t> out, const ngtcp2_crypto_md &md, std::span<const uint8_t> prk,
-                 std::span<const uint8_t> info) {
-  const auto *evp = static_cast<const EVP_MD *>(md.native_handle);
-  return HKDF_expand(out.data(), out.size(), evp, prk.data(), prk.size(), info.data(), info.size()) == 1;
-}
-
 bool hkdf_expand_label(std::span<uint8_t> out, const ngtcp2_crypto_md &md, std::span<const uint8_t> secret,
                        std::string_view label, std::span<const uint8_t> context) {
-  static constexpr std::string_view kPrefix = "tls13 ";
-  // HkdfLabel: uint16 length, opaque label<7..255>, opaque context<0..255>.
-  uint8_t info[2 + 1 + 255 + 1 + 255];
-  const size_t label_len = kPrefix.size() + label.size();
-  if (out.size() > 0xffff || label_len > 255 || context.size() > 255) return false;
-  size_t n = 0;
-  info[n++] = static_cast<uint8_t>(out.size() >> 8);
-  info[n++] = static_cast<uint8_t>(out.size());
-  info[n++] = static_cast<uint8_t>(label_len);
-  std::memcpy(info + n, kPrefix.data(), kPrefix.size());
-  n += kPrefix.size();
-  if (!label.empty()) std::memcpy(info + n, label.data(), label.size());
-  n += label.size();
-  info[n++] = static_cast<uint8_t>(context.size());
-  if (!context.empty()) std::memcpy(info + n, context.data(), context.size());
-  n += context.size();
-  return hkdf_expand(out, md, secret, {info, n});
+  return crypto::tls13_expand_label(out, static_cast<const EVP_MD *>(md.native_handle), secret, label, context);
 }
 
 bool derive_initial_secrets(InitialSecrets &out, std::span<const uint8_t> client_dcid) {

@@ -60,8 +60,6 @@ size_t md_length(const ngtcp2_crypto_md &md);
 
 bool hkdf_extract(std::span<uint8_t> prk, const ngtcp2_crypto_md &md, std::span<const uint8_t> ikm,
                   std::span<const uint8_t> salt);
-bool hkdf_expand(std::span<uint8_t> out, const ngtcp2_crypto_md &md, std::span<const uint8_t> prk,
-                 std::span<const uint8_t> info);
 // HKDF-Expand-Label(secret, "tls13 " + label, context, out.size()).
 bool hkdf_expand_label(std::span<uint8_t> out, const ngtcp2_crypto_md &md, std::span<const uint8_t> secret,
                        std::string_view label, std::span<const uint8_t> context = {});

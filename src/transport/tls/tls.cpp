@@ -16,6 +16,8 @@
 #include <optional>
 
 #include "runtime/event.hpp"
+#include "stream/bytes.hpp"
+#include "transport/tls/record.hpp"
 
 namespace alk::transport {
 
@@ -82,6 +84,11 @@ std::string selected_alpn(const SSL *ssl) {
 // reader and a writer): whoever needs ciphertext from the socket becomes the one receiver,
 // whoever has ciphertext to flush becomes the one sender, and the others wait for that to
 // finish, so records never interleave and no recv or send is ever issued twice at once.
+//
+// Once the handshake is done, a TLS 1.3 connection on an AES-GCM suite takes its records over
+// from BoringSSL (see record.hpp): at the first read or write where BoringSSL holds no
+// plaintext and no part of a record (after the handshake the BIO hands it whole records
+// only), both directions switch at once, with BoringSSL's secrets and sequence numbers.
 class TlsConn final : public stream::Stream {
  public:
   TlsConn(SSL_CTX *ctx, rt::UniqueFd fd) : fd_(std::move(fd)), in_(kRecvBuffer), ssl_(SSL_new(ctx)) {
@@ -108,6 +115,14 @@ class TlsConn final : public stream::Stream {
     size_t done = 0;
     while (done < buf.size()) {
       int chunk = int(std::min(buf.size() - done, kWriteChunk));
+      if (offload()) {
+        seal_records(tls13::ContentType::application_data,
+                     {reinterpret_cast<const uint8_t *>(buf.data()) + done, size_t(chunk)});
+        done += size_t(chunk);
+        int f = co_await flush(std::nullopt);
+        if (f < 0) co_return f;
+        continue;
+      }
       ERR_clear_error();
       int n = SSL_write(ssl_.get(), buf.data() + done, chunk);
       if (n > 0) {
@@ -136,8 +151,7 @@ class TlsConn final : public stream::Stream {
     if (!ssl_) co_return -EBADF;
     if (write_closed_) co_return 0;
     write_closed_ = true;
-    SSL_shutdown(ssl_.get());
-    ERR_clear_error();
+    close_notify();
     int f = co_await flush(std::nullopt);
     if (f < 0) co_return f;
     if (::shutdown(fd_.get(), SHUT_WR) != 0) co_return -errno;
@@ -168,6 +182,7 @@ class TlsConn final : public stream::Stream {
     if (buf.empty()) co_return 0;
     for (;;) {
       if (read_closed_) co_return 0;
+      if (offload()) co_return co_await read_records({reinterpret_cast<uint8_t *>(buf.data()), buf.size()}, dl);
       ERR_clear_error();
       int n = SSL_read(ssl_.get(), buf.data(), int(std::min<size_t>(buf.size(), INT_MAX)));
       // Post-handshake messages may have queued a reply (KeyUpdate). If a send is under way
@@ -221,7 +236,10 @@ class TlsConn final : public stream::Stream {
         int f = co_await flush(dl);
         if (f < 0 && err != SSL_ERROR_SSL) co_return io_error(-f, "send");
       }
-      if (r == 1) co_return rt::Result<void>{};
+      if (r == 1) {
+        whole_records_ = true;
+        co_return rt::Result<void>{};
+      }
       if (err == SSL_ERROR_WANT_READ) {
         int g = co_await ingest(dl);
         if (g < 0) co_return io_error(-g, "recv");
@@ -237,10 +255,13 @@ class TlsConn final : public stream::Stream {
   rt::Task<void> send_and_close(std::string_view text, Deadline dl) {
     if (ssl_ && !write_closed_) {
       ERR_clear_error();
-      SSL_write(ssl_.get(), text.data(), int(text.size()));
-      SSL_shutdown(ssl_.get());
+      if (rx_)
+        seal_records(tls13::ContentType::application_data,
+                     {reinterpret_cast<const uint8_t *>(text.data()), text.size()});
+      else
+        SSL_write(ssl_.get(), text.data(), int(text.size()));
+      close_notify();
       write_closed_ = true;
-      ERR_clear_error();
       int f = co_await flush(dl);
       if (f == 0 && ::shutdown(fd_.get(), SHUT_WR) == 0) {
         // Lingering close, as nginx does: closing with unread request bytes would make the
@@ -274,6 +295,141 @@ class TlsConn final : public stream::Stream {
     auto left = *dl - rt::Clock::now();
     // A zero timeout would mean "none" to the reactor; expire almost at once instead.
     return std::max<rt::Duration>(left, std::chrono::microseconds(1));
+  }
+
+  uint8_t *in_bytes() { return reinterpret_cast<uint8_t *>(in_.data()); }
+
+  // Switches both directions to our record layer if this connection can and BoringSSL is at a
+  // record boundary now. True once switched.
+  bool offload() {
+    if (rx_) return true;
+    if (!whole_records_ || offload_refused_ || bio_record_left_ != 0 || SSL_pending(ssl_.get()) != 0) return false;
+    const SSL_CIPHER *cipher = SSL_get_current_cipher(ssl_.get());
+    const uint16_t suite = cipher ? SSL_CIPHER_get_protocol_id(cipher) : 0;
+    bssl::Span<const uint8_t> read_secret, write_secret;
+    auto rx = std::make_unique<tls13::RecordKeys>();
+    auto tx = std::make_unique<tls13::RecordKeys>();
+    if (SSL_version(ssl_.get()) != TLS1_3_VERSION || !tls13::RecordKeys::supports(suite) ||
+        !bssl::SSL_get_traffic_secrets(ssl_.get(), &read_secret, &write_secret) ||
+        !rx->init(suite, read_secret, SSL_get_read_sequence(ssl_.get())) ||
+        !tx->init(suite, write_secret, SSL_get_write_sequence(ssl_.get()))) {
+      offload_refused_ = true;  // BoringSSL keeps the records
+      return false;
+    }
+    rx_ = std::move(rx);
+    tx_ = std::move(tx);
+    return true;
+  }
+
+  // Seals data as records of type into out_.
+  void seal_records(tls13::ContentType type, std::span<const uint8_t> data) {
+    do {
+      const size_t n = std::min(data.size(), tls13::kMaxPlaintext);
+      const size_t at = out_.size();
+      out_.resize(at + n + tls13::kSealOverhead);
+      if (n) std::memcpy(out_.data() + at + tls13::kHeaderLen, data.data(), n);
+      tx_->seal(type, out_.data() + at, n);
+      data = data.subspan(n);
+    } while (!data.empty());
+  }
+
+  // Queues close_notify: ours once the records are ours, else BoringSSL's.
+  void close_notify() {
+    if (tx_) {
+      const uint8_t alert[] = {1, 0};  // warning, close_notify
+      seal_records(tls13::ContentType::alert, alert);
+    } else {
+      SSL_shutdown(ssl_.get());
+      ERR_clear_error();
+    }
+  }
+
+  // read() once the records are ours: opens whole records from in_, straight into buf while a
+  // record's plaintext fits there, else in place and hands it out from in_ over later calls.
+  rt::Task<ssize_t> read_records(std::span<uint8_t> buf, Deadline dl) {
+    for (;;) {
+      if (plain_begin_ < plain_end_) {
+        const size_t n = std::min(buf.size(), plain_end_ - plain_begin_);
+        std::memcpy(buf.data(), in_bytes() + plain_begin_, n);
+        plain_begin_ += n;
+        co_return ssize_t(n);
+      }
+      if (read_closed_) co_return 0;
+      size_t got = 0;
+      int error = 0;
+      while (got < buf.size() && !read_closed_ && plain_begin_ == plain_end_) {
+        const std::span<uint8_t> avail(in_bytes() + in_begin_, in_end_ - in_begin_);
+        const auto header = tls13::parse_header(avail);
+        if (header.status == tls13::Header::bad) {
+          error = EPROTO;
+          break;
+        }
+        if (header.status == tls13::Header::need_more || avail.size() < header.record_len) break;
+        const auto record = avail.first(header.record_len);
+        const size_t room = header.record_len - tls13::kHeaderLen - tls13::kTagLen;
+        const bool direct = buf.size() - got >= room;
+        uint8_t *out = direct ? buf.data() + got : record.data() + tls13::kHeaderLen;
+        const auto opened = rx_->open(record, out);
+        in_begin_ += header.record_len;
+        if (opened.type == tls13::ContentType::application_data) {
+          if (direct) {
+            got += opened.len;
+          } else {
+            plain_begin_ = size_t(out - in_bytes());
+            plain_end_ = plain_begin_ + opened.len;
+          }
+        } else if (opened.type == tls13::ContentType::handshake) {
+          error = post_handshake({out, opened.len});
+        } else if (opened.type == tls13::ContentType::alert && opened.len == 2 && out[1] == 0) {
+          read_closed_ = true;  // close_notify
+        } else {
+          error = opened.type == tls13::ContentType::invalid ? EBADMSG : EPROTO;  // bad_record_mac; any other alert
+        }
+        if (error) break;
+      }
+      if (!out_.empty() && !send_busy_) co_await flush(dl);  // a KeyUpdate reply
+      if (got > 0) co_return ssize_t(got);
+      if (plain_begin_ < plain_end_ || read_closed_) continue;
+      if (error) {
+        recv_error_ = error;
+        co_return -error;
+      }
+      if (in_eof_) {
+        read_closed_ = true;  // as under BoringSSL: EOF without close_notify ends the stream,
+        if (in_begin_ == in_end_) co_return 0;
+        co_return -EPROTO;  // but a record cut short is an error
+      }
+      int g = co_await ingest(dl);
+      if (g < 0) co_return g;
+    }
+  }
+
+  // A handshake message after the handshake: tickets are dropped (we never resume), a
+  // KeyUpdate moves the read keys on and, when asked, ours too after telling the peer.
+  int post_handshake(std::span<const uint8_t> bytes) {
+    handshake_in_.insert(handshake_in_.end(), bytes.begin(), bytes.end());
+    size_t used = 0;
+    int error = 0;
+    for (;;) {
+      const auto msg = tls13::parse_post_handshake({handshake_in_.data() + used, handshake_in_.size() - used});
+      if (msg.kind == tls13::PostHandshake::need_more) break;
+      if (msg.kind == tls13::PostHandshake::bad) {
+        error = EPROTO;
+        break;
+      }
+      used += msg.len;
+      if (msg.kind == tls13::PostHandshake::key_update || msg.kind == tls13::PostHandshake::key_update_requested) {
+        if (!rx_->update()) error = EPROTO;
+        if (msg.kind == tls13::PostHandshake::key_update_requested && !write_closed_) {
+          const uint8_t reply[] = {24, 0, 0, 1, 0};  // KeyUpdate(update_not_requested)
+          seal_records(tls13::ContentType::handshake, reply);
+          if (!tx_->update()) error = EPROTO;
+        }
+        if (error) break;
+      }
+    }
+    handshake_in_.erase(handshake_in_.begin(), handshake_in_.begin() + long(used));
+    return error;
   }
 
   // Brings more ciphertext into in_: one recv if nobody else is receiving, else waits for the
@@ -330,7 +486,7 @@ class TlsConn final : public stream::Stream {
         sending_.swap(out_);  // BoringSSL may append to out_ while this send is in flight
         size_t off = 0;
         while (off < sending_.size()) {
-          std::span<const std::byte> rest(sending_.data() + off, sending_.size() - off);
+          const auto rest = std::as_bytes(std::span(sending_)).subspan(off);
           int r;
           auto left = remaining(dl);
           if (left)
@@ -358,7 +514,7 @@ class TlsConn final : public stream::Stream {
     auto *c = static_cast<TlsConn *>(BIO_get_data(b));
     BIO_clear_retry_flags(b);
     if (len <= 0) return 0;
-    auto *p = reinterpret_cast<const std::byte *>(data);
+    auto *p = reinterpret_cast<const uint8_t *>(data);
     c->out_.insert(c->out_.end(), p, p + len);
     return len;
   }
@@ -372,7 +528,29 @@ class TlsConn final : public stream::Stream {
       BIO_set_retry_read(b);
       return -1;
     }
+    if (c->whole_records_ && c->bio_record_left_ == 0 && !c->in_eof_ && !c->recv_error_) {
+      // A record's first byte: hand it over only once all of it is here, so that BoringSSL
+      // never holds part of one and the records can be taken over between any two.
+      if (avail < tls13::kHeaderLen) {
+        BIO_set_retry_read(b);
+        return -1;
+      }
+      const uint8_t *h = c->in_bytes() + c->in_begin_;
+      const size_t record = tls13::kHeaderLen + (size_t(h[3]) << 8 | h[4]);
+      if (record > tls13::kHeaderLen + tls13::kMaxCiphertext) {
+        c->whole_records_ = false;  // BoringSSL will refuse it; no record is whole from here
+      } else if (avail < record) {
+        BIO_set_retry_read(b);
+        return -1;
+      } else {
+        c->bio_record_left_ = record;
+      }
+    }
     size_t n = std::min(avail, size_t(std::max(len, 0)));
+    if (c->bio_record_left_) {
+      n = std::min(n, c->bio_record_left_);
+      c->bio_record_left_ -= n;
+    }
     std::memcpy(out, c->in_.data() + c->in_begin_, n);
     c->in_begin_ += n;
     return int(n);
@@ -399,13 +577,19 @@ class TlsConn final : public stream::Stream {
   int recv_error_ = 0;
   bool recv_busy_ = false;
   rt::Event recv_done_;
-  std::vector<std::byte> out_, sending_;
+  stream::Bytes out_, sending_;
   int send_error_ = 0;
   bool send_busy_ = false;
   rt::Event send_done_;
   bool read_closed_ = false, write_closed_ = false;
   std::vector<std::byte> replay_;
   size_t replay_pos_ = 0;
+  // Record takeover: BoringSSL's BIO serves whole records once the handshake is done.
+  bool whole_records_ = false, offload_refused_ = false;
+  size_t bio_record_left_ = 0;  // bytes of the record BoringSSL is reading still to hand it
+  std::unique_ptr<tls13::RecordKeys> rx_, tx_;  // set together, once the records are ours
+  size_t plain_begin_ = 0, plain_end_ = 0;  // opened content in in_ not yet read
+  std::vector<uint8_t> handshake_in_;       // a post-handshake message arriving in pieces
   bssl::UniquePtr<SSL> ssl_;  // last: freed first, while the buffers its BIO uses still exist
 };
 

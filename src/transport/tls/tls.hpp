@@ -1,5 +1,6 @@
 // TLS 1.3 transport over a connected TCP socket (BoringSSL driven through an in-memory BIO,
-// all socket I/O on the reactor), and the server's stealth mode.
+// all socket I/O on the reactor; after the handshake our own record layer, record.hpp, seals
+// and opens the records of the AES-GCM suites), and the server's stealth mode.
 #pragma once
 
 #include <chrono>

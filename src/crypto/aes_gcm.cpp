@@ -121,11 +121,11 @@ ALK_VAES inline void hash_bytes(const Keys& k, __m128i& y, const uint8_t* p, siz
   }
 }
 
-// CTR from in to out (the same buffer or apart) from the counter block after j0, hashing the
-// ciphertext; returns the tag.
+// CTR from in, then extra (sealing only), to out (the same buffer or apart) from the counter
+// block after j0, hashing the ciphertext; returns the tag.
 template <bool Seal, int Rounds>
 ALK_VAES __m128i crypt(const Keys& k, const uint8_t* nonce, std::span<const uint8_t> aad, const uint8_t* in,
-                       uint8_t* out, size_t len) {
+                       uint8_t* out, size_t len, std::span<const uint8_t> extra) {
   alignas(16) uint8_t j0_bytes[16] = {};
   std::memcpy(j0_bytes, nonce, AesGcm::kNonceLen);
   j0_bytes[15] = 1;
@@ -135,11 +135,17 @@ ALK_VAES __m128i crypt(const Keys& k, const uint8_t* nonce, std::span<const uint
 
   const __m128i first = _mm_add_epi32(reverse(j0), _mm_set_epi32(0, 0, 0, 1));
   __m256i ctr = _mm256_add_epi32(_mm256_broadcastsi128_si256(first), _mm256_set_epi32(0, 0, 0, 1, 0, 0, 0, 0));
-  const size_t total = len;
+  const size_t total = len + extra.size();
   for (; len >= 256; in += 256, out += 256, len -= 256) step<Seal, 8, Rounds>(k, y, ctr, in, out);
   for (; len >= 32; in += 32, out += 32, len -= 32) step<Seal, 1, Rounds>(k, y, ctr, in, out);
+  // The last 0-31 bytes and extra, gathered into one buffer.
+  alignas(16) uint8_t rest[32 + AesGcm::kMaxExtra];
+  std::memcpy(rest, in, len);
+  if (!extra.empty()) std::memcpy(rest + len, extra.data(), extra.size());
+  in = rest;
+  len += extra.size();
   __m128i c = _mm256_castsi256_si128(ctr);
-  for (size_t n; len > 0; in += n, out += n, len -= n) {  // the last 1-31 bytes
+  for (size_t n; len > 0; in += n, out += n, len -= n) {
     n = len < 16 ? len : 16;
     alignas(16) uint8_t block[16] = {};
     std::memcpy(block, in, n);
@@ -220,11 +226,12 @@ ALK_VAES void init_vaes(std::span<const uint8_t> key, uint8_t (&round_keys)[15][
 
 template <bool Seal>
 ALK_VAES __m128i run(const uint8_t (&round_keys)[15][32], const uint8_t (&powers)[8][32], int rounds,
-                     const uint8_t* nonce, std::span<const uint8_t> aad, std::span<const uint8_t> in, uint8_t* out) {
+                     const uint8_t* nonce, std::span<const uint8_t> aad, std::span<const uint8_t> in, uint8_t* out,
+                     std::span<const uint8_t> extra) {
   const auto* pairs = reinterpret_cast<const __m256i*>(powers);
   const Keys k{reinterpret_cast<const __m256i*>(round_keys), pairs, _mm256_extracti128_si256(pairs[7], 1)};
-  return rounds == 10 ? crypt<Seal, 10>(k, nonce, aad, in.data(), out, in.size())
-                      : crypt<Seal, 14>(k, nonce, aad, in.data(), out, in.size());
+  return rounds == 10 ? crypt<Seal, 10>(k, nonce, aad, in.data(), out, in.size(), extra)
+                      : crypt<Seal, 14>(k, nonce, aad, in.data(), out, in.size(), extra);
 }
 
 }  // namespace
@@ -266,14 +273,17 @@ bool AesGcm::init(std::span<const uint8_t> key, Impl impl) {
 }
 
 void AesGcm::seal(const uint8_t* nonce, std::span<const uint8_t> aad, std::span<const uint8_t> in, uint8_t* out,
-                  uint8_t* tag) const {
+                  std::span<const uint8_t> extra) const {
+  uint8_t* tag = out + in.size() + extra.size();
   if (vaes()) {
-    _mm_storeu_si128(reinterpret_cast<__m128i*>(tag), run<true>(round_keys_, powers_, rounds_, nonce, aad, in, out));
+    const __m128i tag_of_data = run<true>(round_keys_, powers_, rounds_, nonce, aad, in, out, extra);
+    _mm_storeu_si128(reinterpret_cast<__m128i*>(tag), tag_of_data);
     return;
   }
+  // BoringSSL writes extra's ciphertext where we ask for the tag, and the tag after it.
   size_t tag_len = 0;
-  EVP_AEAD_CTX_seal_scatter(&aead_, out, tag, &tag_len, kTagLen, nonce, kNonceLen, in.data(), in.size(), nullptr, 0,
-                            aad.data(), aad.size());
+  EVP_AEAD_CTX_seal_scatter(&aead_, out, out + in.size(), &tag_len, extra.size() + kTagLen, nonce, kNonceLen,
+                            in.data(), in.size(), extra.data(), extra.size(), aad.data(), aad.size());
 }
 
 bool AesGcm::open(const uint8_t* nonce, std::span<const uint8_t> aad, std::span<const uint8_t> in, uint8_t* out,
@@ -281,7 +291,7 @@ bool AesGcm::open(const uint8_t* nonce, std::span<const uint8_t> aad, std::span<
   bool ok;
   if (vaes()) {
     alignas(16) uint8_t computed[kTagLen];
-    const __m128i tag_of_data = run<false>(round_keys_, powers_, rounds_, nonce, aad, in, out);
+    const __m128i tag_of_data = run<false>(round_keys_, powers_, rounds_, nonce, aad, in, out, {});
     _mm_store_si128(reinterpret_cast<__m128i*>(computed), tag_of_data);
     ok = CRYPTO_memcmp(computed, tag, kTagLen) == 0;
   } else {

@@ -32,10 +32,12 @@ class AesGcm {
   bool vaes() const { return rounds_ != 0; }  // running our own code
   static bool vaes_available();
 
-  // Encrypts in into out (in.size() bytes: in's own bytes, or a buffer apart from them) and
-  // writes the tag; aad is authenticated, not encrypted.
+  // Encrypts in and then extra (at most kMaxExtra bytes: TLS 1.3's content type after a
+  // record's content) into out, which is in's own bytes or a buffer apart from them, and
+  // writes the tag right after the ciphertext. aad is authenticated, not encrypted.
+  static constexpr size_t kMaxExtra = 16;
   void seal(const uint8_t* nonce, std::span<const uint8_t> aad, std::span<const uint8_t> in, uint8_t* out,
-            uint8_t* tag) const;
+            std::span<const uint8_t> extra = {}) const;
   // Checks the tag and decrypts in into out (as for seal); on a mismatch returns false and
   // leaves out zeroed.
   bool open(const uint8_t* nonce, std::span<const uint8_t> aad, std::span<const uint8_t> in, uint8_t* out,

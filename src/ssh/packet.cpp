@@ -170,7 +170,7 @@ size_t PacketSealer::seal_in_place(std::span<uint8_t> buf, size_t payload_len) {
       break;
     case Cipher::Aes128Gcm:
     case Cipher::Aes256Gcm: {
-      st_->gcm.seal(st_->gcm_iv.data(), {p, 4}, {p + 4, packet_len}, p + 4, p + 4 + packet_len);
+      st_->gcm.seal(st_->gcm_iv.data(), {p, 4}, {p + 4, packet_len}, p + 4);
       st_->gcm_advance();
       break;
     }

@@ -43,8 +43,7 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   for (int round = 0; round < 2; ++round) {
     const size_t n = size < tls13::kMaxPlaintext ? size : tls13::kMaxPlaintext;
     std::vector<uint8_t> record(n + tls13::kSealOverhead);
-    if (n) std::memcpy(record.data() + tls13::kHeaderLen, data, n);
-    FUZZ_CHECK(sender.seal(tls13::ContentType::application_data, record.data(), n) == record.size());
+    FUZZ_CHECK(sender.seal(tls13::ContentType::application_data, {data, n}, record.data()) == record.size());
     FUZZ_CHECK(tls13::parse_header(record).status == tls13::Header::ok);
     const auto opened = receiver.open(record, record.data() + tls13::kHeaderLen);
     FUZZ_CHECK(opened.type == tls13::ContentType::application_data && opened.len == n);

@@ -841,8 +841,8 @@ TEST_CASE("tls13 records: ours seal what BoringSSL opens and open what it seals"
     INFO("content " << n);
     const std::string msg = text_pattern(n, n);
     std::vector<uint8_t> record(n + tls13::kSealOverhead);
-    std::memcpy(record.data() + tls13::kHeaderLen, msg.data(), n);
-    REQUIRE(tx.seal(tls13::ContentType::application_data, record.data(), n) == record.size());
+    const std::span<const uint8_t> content(reinterpret_cast<const uint8_t *>(msg.data()), n);
+    REQUIRE(tx.seal(tls13::ContentType::application_data, content, record.data()) == record.size());
     p.wire_to_server(record);
     if (n > 0) CHECK(p.server_reads(n) == msg);
 
@@ -889,11 +889,11 @@ TEST_CASE("tls13 records: a KeyUpdate from BoringSSL moves both directions on", 
   // Our answer, then data under our next keys: BoringSSL reads it.
   std::vector<uint8_t> out(5 + tls13::kSealOverhead + 4 + tls13::kSealOverhead);
   const uint8_t key_update[] = {24, 0, 0, 1, 0};
-  std::memcpy(out.data() + tls13::kHeaderLen, key_update, 5);
-  size_t at = tx.seal(tls13::ContentType::handshake, out.data(), 5);
+  std::memcpy(out.data() + tls13::kHeaderLen, key_update, 5);  // in place
+  size_t at = tx.seal(tls13::ContentType::handshake, {out.data() + tls13::kHeaderLen, 5}, out.data());
   REQUIRE(tx.update());
-  std::memcpy(out.data() + at + tls13::kHeaderLen, "next", 4);
-  at += tx.seal(tls13::ContentType::application_data, out.data() + at, 4);
+  const uint8_t next[] = {'n', 'e', 'x', 't'};
+  at += tx.seal(tls13::ContentType::application_data, next, out.data() + at);
   p.wire_to_server({out.data(), at});
   CHECK(p.server_reads(4) == "next");
 }

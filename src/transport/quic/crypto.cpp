@@ -222,7 +222,7 @@ int encrypt_cb(uint8_t *dest, const ngtcp2_crypto_aead *aead, const ngtcp2_crypt
   const auto *key = static_cast<const AeadKey *>(aead_ctx->native_handle);
   if (key == nullptr || noncelen != kPacketIvLen) return NGTCP2_ERR_CALLBACK_FAILURE;
   if (key->chacha == nullptr) {
-    key->gcm.seal(nonce, {aad, aadlen}, {plaintext, plaintextlen}, dest, dest + plaintextlen);
+    key->gcm.seal(nonce, {aad, aadlen}, {plaintext, plaintextlen}, dest);
     return 0;
   }
   size_t outlen = 0;

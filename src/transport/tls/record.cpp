@@ -64,18 +64,16 @@ std::array<uint8_t, crypto::AesGcm::kNonceLen> nonce_for(const std::array<uint8_
 
 }  // namespace
 
-size_t RecordKeys::seal(ContentType type, uint8_t* record, size_t len) {
-  const size_t inner = len + 1;  // content and its type, no padding
-  const size_t length_field = inner + kTagLen;
+size_t RecordKeys::seal(ContentType type, std::span<const uint8_t> content, uint8_t* record) {
+  const size_t length_field = content.size() + 1 + kTagLen;  // content, its type, no padding
   record[0] = uint8_t(ContentType::application_data);
   record[1] = 0x03;
   record[2] = 0x03;
   record[3] = uint8_t(length_field >> 8);
   record[4] = uint8_t(length_field);
-  record[kHeaderLen + len] = uint8_t(type);
   const auto nonce = nonce_for(iv_, seq_++);
-  uint8_t* body = record + kHeaderLen;
-  aead_.seal(nonce.data(), {record, kHeaderLen}, {body, inner}, body, body + inner);
+  const uint8_t inner_type = uint8_t(type);
+  aead_.seal(nonce.data(), {record, kHeaderLen}, content, record + kHeaderLen, {&inner_type, 1});
   return kHeaderLen + length_field;
 }
 

@@ -49,10 +49,10 @@ class RecordKeys {
   // The next traffic secret (application_traffic_secret_N+1), sequence number back to 0.
   bool update();
 
-  // Seals the record whose content (len <= kMaxPlaintext bytes) the caller wrote at
-  // record + kHeaderLen, with room after it for the content type and the tag; writes the
-  // header. Returns the record's size, len + kSealOverhead.
-  size_t seal(ContentType type, uint8_t* record, size_t len);
+  // Seals content (at most kMaxPlaintext bytes, anywhere, or already at record + kHeaderLen)
+  // as one record of type at record, which has content.size() + kSealOverhead bytes of room.
+  // Returns the record's size.
+  size_t seal(ContentType type, std::span<const uint8_t> content, uint8_t* record);
 
   // Opens a whole record (parse_header said ok) into out, which has record.size() -
   // kHeaderLen - kTagLen bytes of room (out may be record.data() + kHeaderLen). The

@@ -321,15 +321,14 @@ class TlsConn final : public stream::Stream {
     return true;
   }
 
-  // Seals data as records of type into out_.
+  // Seals data as records of type into out_ (straight from data: no copy first).
   void seal_records(tls13::ContentType type, std::span<const uint8_t> data) {
     do {
-      const size_t n = std::min(data.size(), tls13::kMaxPlaintext);
+      const auto content = data.first(std::min(data.size(), tls13::kMaxPlaintext));
       const size_t at = out_.size();
-      out_.resize(at + n + tls13::kSealOverhead);
-      if (n) std::memcpy(out_.data() + at + tls13::kHeaderLen, data.data(), n);
-      tx_->seal(type, out_.data() + at, n);
-      data = data.subspan(n);
+      out_.resize(at + content.size() + tls13::kSealOverhead);
+      tx_->seal(type, content, out_.data() + at);
+      data = data.subspan(content.size());
     } while (!data.empty());
   }
 

@@ -183,6 +183,30 @@ rt::Task<int> write_str(stream::Stream &s, std::string_view text) {
   co_return n < 0 ? int(n) : 0;
 }
 
+// Accepts one TLS client, echoes what it sends piece by piece until want bytes came (kept in
+// got), then closes. An accept error lands in err.
+rt::Task<void> echo_server(int lfd, std::shared_ptr<TlsServerContext> ctx, size_t want, std::optional<rt::Error> &err,
+                           std::string &got) {
+  std::optional<StreamResult> r;
+  co_await do_accept(lfd, std::move(ctx), r);
+  if (!r->ok()) {
+    err = r->error();
+    co_return;
+  }
+  auto &s = *r->value();
+  std::byte buf[65536];
+  while (got.size() < want) {
+    const ssize_t n = co_await s.read(buf);
+    if (n <= 0) break;
+    const std::string_view piece(reinterpret_cast<const char *>(buf), size_t(n));
+    got.append(piece);
+    const int w = co_await write_str(s, piece);
+    if (w < 0) break;
+  }
+  co_await s.shutdown_write();
+  s.close();
+}
+
 std::vector<std::byte> pattern(size_t n, uint64_t seed) {
   std::vector<std::byte> v(n);
   uint64_t x = seed * 0x9E3779B97F4A7C15ull + 1;
@@ -703,25 +727,8 @@ TEST_CASE("interop: openssl s_client -alpn alknet-ssh -quiet against tls_accept"
   sc.send(msg);
   std::optional<rt::Error> err;
   std::string got;
-  rt::run_blocking([](int lfd, auto ctx, const std::string &msg, auto &err, std::string &got) -> rt::Task<void> {
-    std::optional<StreamResult> r;
-    co_await do_accept(lfd, ctx, r);
-    if (!r->ok()) {
-      err = r->error();
-      co_return;
-    }
-    auto &s = *r->value();
-    std::byte buf[4096];
-    // s_client never half-closes (-quiet implies -ign_eof): read what it was given, echo, close.
-    while (got.size() < msg.size()) {
-      ssize_t n = co_await s.read(buf);
-      if (n <= 0) break;
-      got.append(reinterpret_cast<const char *>(buf), size_t(n));
-    }
-    co_await write_str(s, got);
-    co_await s.shutdown_write();
-    s.close();
-  }(l.fd.get(), server_ctx(stealth ? stealth_cfg() : TlsServerConfig{}), msg, err, got));
+  // s_client never half-closes (-quiet implies -ign_eof): the server closes once it has it all.
+  rt::run_blocking(echo_server(l.fd.get(), server_ctx(stealth ? stealth_cfg() : TlsServerConfig{}), msg.size(), err, got));
   INFO((err ? err->what : std::string()));
   REQUIRE_FALSE(err);
   CHECK(got == msg);
@@ -963,26 +970,7 @@ TEST_CASE("tls_accept follows a peer's KeyUpdate and answers it, on our records"
   });
   std::optional<rt::Error> err;
   std::string server_got;
-  rt::run_blocking([](int lfd, auto ctx, size_t want, auto &err, std::string &got) -> rt::Task<void> {
-    std::optional<StreamResult> r;
-    co_await do_accept(lfd, ctx, r);
-    if (!r->ok()) {
-      err = r->error();
-      co_return;
-    }
-    auto &s = *r->value();
-    std::byte buf[65536];
-    while (got.size() < want) {
-      const ssize_t n = co_await s.read(buf);
-      if (n <= 0) break;
-      const std::string_view piece(reinterpret_cast<const char *>(buf), size_t(n));
-      got.append(piece);
-      const int w = co_await write_str(s, piece);
-      if (w < 0) break;
-    }
-    co_await s.shutdown_write();
-    s.close();
-  }(l.fd.get(), server_ctx(), first.size() + second.size(), err, server_got));
+  rt::run_blocking(echo_server(l.fd.get(), server_ctx(), first.size() + second.size(), err, server_got));
   client.join();
   INFO((err ? err->what : std::string()));
   REQUIRE_FALSE(err);

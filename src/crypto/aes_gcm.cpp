@@ -140,7 +140,7 @@ ALK_VAES __m128i crypt(const Keys& k, const uint8_t* nonce, std::span<const uint
   for (; len >= 32; in += 32, out += 32, len -= 32) step<Seal, 1, Rounds>(k, y, ctr, in, out);
   // The last 0-31 bytes and extra, gathered into one buffer.
   alignas(16) uint8_t rest[32 + AesGcm::kMaxExtra];
-  std::memcpy(rest, in, len);
+  if (len) std::memcpy(rest, in, len);  // in may be null when there is no input at all
   if (!extra.empty()) std::memcpy(rest + len, extra.data(), extra.size());
   in = rest;
   len += extra.size();
@@ -298,7 +298,7 @@ bool AesGcm::open(const uint8_t* nonce, std::span<const uint8_t> aad, std::span<
     ok = EVP_AEAD_CTX_open_gather(&aead_, out, nonce, kNonceLen, in.data(), in.size(), tag, kTagLen, aad.data(),
                                   aad.size()) == 1;
   }
-  if (!ok) std::memset(out, 0, in.size());
+  if (!ok && !in.empty()) std::memset(out, 0, in.size());
   return ok;
 }
 

@@ -63,7 +63,7 @@ inline constexpr size_t kPacketTrailerMax = 19 + 16;
 // The largest payload one packet can carry.
 inline constexpr size_t kMaxPayload = kMaxPacketLength - 1 - 19;
 
-class CipherState;  // BoringSSL contexts, hidden from callers
+class CipherState;  // the cipher contexts (crypto::AesGcm, BoringSSL ChaCha20), hidden from callers
 
 // One direction's cipher state and sequence number, shared by the sealer and the opener.
 // Starts with no cipher (the clear-text key exchange).

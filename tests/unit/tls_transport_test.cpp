@@ -184,7 +184,7 @@ rt::Task<int> write_str(stream::Stream &s, std::string_view text) {
 }
 
 // Accepts one TLS client, echoes what it sends piece by piece until want bytes came (kept in
-// got), then closes. An accept error lands in err.
+// got) or it half-closed, then closes. An accept error lands in err.
 rt::Task<void> echo_server(int lfd, std::shared_ptr<TlsServerContext> ctx, size_t want, std::optional<rt::Error> &err,
                            std::string &got) {
   std::optional<StreamResult> r;
@@ -320,23 +320,6 @@ struct SClient {
     }
   }
 };
-
-// Accepts one connection with stealth on; on success echoes what the client sends back.
-rt::Task<void> stealth_server(int lfd, std::shared_ptr<TlsServerContext> ctx, std::optional<rt::Error> &err,
-                              std::string &got) {
-  std::optional<StreamResult> r;
-  co_await do_accept(lfd, std::move(ctx), r);
-  if (!r->ok()) {
-    err = r->error();
-    co_return;
-  }
-  auto &s = *r->value();
-  int e = 0;
-  got = co_await read_all(s, e);
-  co_await write_str(s, got);
-  co_await s.shutdown_write();
-  s.close();
-}
 
 TlsServerConfig stealth_cfg(rt::Duration peek = 2s) {
   TlsServerConfig c;
@@ -550,7 +533,7 @@ TEST_CASE("stealth: s_client with -alpn http/1.1 or no ALPN gets exactly the 404
   sc.send("GET / HTTP/1.1\r\nHost: localhost\r\n\r\n");
   std::optional<rt::Error> err;
   std::string got;
-  rt::run_blocking(stealth_server(l.fd.get(), server_ctx(stealth_cfg()), err, got));
+  rt::run_blocking(echo_server(l.fd.get(), server_ctx(stealth_cfg()), SIZE_MAX, err, got));
   REQUIRE(err);
   CHECK(err->code == rt::kErrNotAllowed);
   CHECK(err->what == "stealth: not an SSH client");
@@ -564,7 +547,7 @@ TEST_CASE("stealth: a silent client gets the 404 after peek_timeout", "[tls][ste
   std::optional<rt::Error> err;
   std::string got;
   auto t0 = std::chrono::steady_clock::now();
-  rt::run_blocking(stealth_server(l.fd.get(), server_ctx(stealth_cfg(300ms)), err, got));
+  rt::run_blocking(echo_server(l.fd.get(), server_ctx(stealth_cfg(300ms)), SIZE_MAX, err, got));
   auto took = std::chrono::steady_clock::now() - t0;
   REQUIRE(err);
   CHECK(err->code == rt::kErrNotAllowed);
@@ -581,7 +564,7 @@ TEST_CASE("stealth: an SSH client gets its peeked bytes replayed", "[tls][stealt
   rt::run_blocking([](auto sctx, auto cctx, auto &err, auto &server_got, auto &client_got, int &cerr) -> rt::Task<void> {
     Listener l;
     rt::Scope sc;
-    sc.spawn(stealth_server(l.fd.get(), sctx, err, server_got));
+    sc.spawn(echo_server(l.fd.get(), sctx, SIZE_MAX, err, server_got));
     std::optional<StreamResult> c;
     co_await do_connect(l.port, cctx, c);
     REQUIRE(c->ok());
@@ -614,7 +597,7 @@ TEST_CASE("stealth: non-SSH bytes over alknet-ssh, or plain http/1.1, get the 40
   rt::run_blocking([](auto sctx, auto cctx, auto &err, auto &unused, auto &client_got, int &cerr) -> rt::Task<void> {
     Listener l;
     rt::Scope sc;
-    sc.spawn(stealth_server(l.fd.get(), sctx, err, unused));
+    sc.spawn(echo_server(l.fd.get(), sctx, SIZE_MAX, err, unused));
     std::optional<StreamResult> r;
     co_await do_connect(l.port, cctx, r);
     REQUIRE(r->ok());

@@ -153,9 +153,7 @@ ALK_VAES __m128i crypt(const Keys& k, const uint8_t* nonce, std::span<const uint
     _mm_store_si128(reinterpret_cast<__m128i*>(block), _mm_xor_si128(given, encrypt_block<Rounds>(k, reverse(c))));
     std::memcpy(out, block, n);
     c = _mm_add_epi32(c, _mm_set_epi32(0, 0, 0, 1));
-    std::memset(block + n, 0, sizeof block - n);  // the ciphertext is hashed zero-padded
-    const __m128i cipher = Seal ? _mm_load_si128(reinterpret_cast<const __m128i*>(block)) : given;
-    y = gf_mul(_mm_xor_si128(y, reverse(cipher)), k.h);
+    hash_bytes(k, y, Seal ? out : in, n);  // the ciphertext
   }
   const __m128i lengths = _mm_set_epi64x(static_cast<long long>(aad.size() * 8), static_cast<long long>(total * 8));
   y = gf_mul(_mm_xor_si128(y, lengths), k.h);

@@ -114,17 +114,8 @@ class TlsConn final : public stream::Stream {
     if (write_closed_) co_return -EPIPE;
     size_t done = 0;
     while (done < buf.size()) {
-      int chunk = int(std::min(buf.size() - done, kWriteChunk));
-      if (offload()) {
-        seal_records(tls13::ContentType::application_data,
-                     {reinterpret_cast<const uint8_t *>(buf.data()) + done, size_t(chunk)});
-        done += size_t(chunk);
-        int f = co_await flush(std::nullopt);
-        if (f < 0) co_return f;
-        continue;
-      }
-      ERR_clear_error();
-      int n = SSL_write(ssl_.get(), buf.data() + done, chunk);
+      const size_t chunk = std::min(buf.size() - done, kWriteChunk);
+      int n = queue_plaintext({reinterpret_cast<const uint8_t *>(buf.data()) + done, chunk});
       if (n > 0) {
         done += size_t(n);
         int f = co_await flush(std::nullopt);
@@ -254,12 +245,7 @@ class TlsConn final : public stream::Stream {
   // Sends plaintext, close_notify and closes: what a server that gives up on a client does.
   rt::Task<void> send_and_close(std::string_view text, Deadline dl) {
     if (ssl_ && !write_closed_) {
-      ERR_clear_error();
-      if (rx_)
-        seal_records(tls13::ContentType::application_data,
-                     {reinterpret_cast<const uint8_t *>(text.data()), text.size()});
-      else
-        SSL_write(ssl_.get(), text.data(), int(text.size()));
+      queue_plaintext({reinterpret_cast<const uint8_t *>(text.data()), text.size()});
       close_notify();
       write_closed_ = true;
       int f = co_await flush(dl);
@@ -330,6 +316,17 @@ class TlsConn final : public stream::Stream {
       tx_->seal(type, content, out_.data() + at);
       data = data.subspan(content.size());
     } while (!data.empty());
+  }
+
+  // Queues plaintext (at most kWriteChunk bytes) as records in out_: ours once the records
+  // can be ours, else BoringSSL's. Returns the bytes taken, or SSL_write's failure (<= 0).
+  int queue_plaintext(std::span<const uint8_t> data) {
+    if (offload()) {
+      seal_records(tls13::ContentType::application_data, data);
+      return int(data.size());
+    }
+    ERR_clear_error();
+    return SSL_write(ssl_.get(), data.data(), int(data.size()));
   }
 
   // Queues close_notify: ours once the records are ours, else BoringSSL's.

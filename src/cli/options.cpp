@@ -64,8 +64,8 @@ bool valid_user_name(std::string_view s) {
 // Returns false when |f| is not a QUIC flag; sets *err when its value is bad.
 bool parse_quic_flag(std::string_view f, std::string_view v, QuicOptions* q, bool* given, std::string* err) {
   if (f == "--quic-cc") {
-    if (v == "cubic" || v == "bbr" || v == "reno") q->cc = std::string(v);
-    else *err = "invalid congestion control (expected cubic, bbr or reno)";
+    if (v == "cubic" || v == "bbr" || v == "bbr2" || v == "reno") q->cc = std::string(v);
+    else *err = "invalid congestion control (expected cubic, bbr, bbr2 or reno)";
   } else if (f == "--quic-idle-timeout") {
     auto n = parse_unsigned(v, 1, 86400);
     if (n) q->idle_timeout_s = *n;
@@ -496,7 +496,7 @@ namespace {
 
 // The QUIC knobs read the same in both commands' help.
 #define QUIC_FLAG_HELP                                                                                      \
-  {"--quic-cc cubic|bbr|reno", "quic congestion control; default cubic", "--quic-cc bbr"},                 \
+  {"--quic-cc cubic|bbr|bbr2|reno", "quic congestion control; default cubic", "--quic-cc bbr2"},           \
       {"--quic-idle-timeout SECONDS", "quic: drop the connection after this long silent; default 60",      \
        "--quic-idle-timeout 300"},                                                                          \
       {"--quic-keepalive SECONDS", "quic: PING after this long idle, 0 = off; default 15", "--quic-keepalive 25"},

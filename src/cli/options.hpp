@@ -20,7 +20,7 @@ namespace alk::cli {
 
 // QUIC knobs shared by both commands (given only with --transport quic).
 struct QuicOptions {
-  std::string cc = "cubic";      // cubic | bbr | reno (quic::cc_algo maps it)
+  std::string cc = "cubic";      // cubic | bbr | bbr2 | reno (quic::cc_algo maps it)
   unsigned idle_timeout_s = 60;  // the connection dies after this long without any packet
   unsigned keepalive_s = 15;     // PING after this long without sending; 0 = never
 };

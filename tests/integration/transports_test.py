@@ -12,6 +12,7 @@ the server in a network namespace when root (netem, or iptables loss where the k
 netem) and falls back to a userspace lossy relay on loopback otherwise.
 """
 
+import hashlib
 import os
 import random
 import re
@@ -29,7 +30,7 @@ from types import SimpleNamespace
 
 from harness import (LOOP, AlknetLog, HttpServer, Stoppable, TcpListener, TestFailure, check, curl, destination_leaks,
                      fd_count, finish, free_port, free_stable_port, make_keys, parallel_curls, port_open, random_files,
-                     run, run_tests, sha, socks5_request, wait_until)
+                     recv_all, run, run_tests, sha, socks5_request, wait_until)
 
 ALKNET = os.path.abspath(sys.argv[1]) if len(sys.argv) > 1 else ''
 ONLY = sys.argv[2:]
@@ -194,6 +195,24 @@ def fetch_ok(socks_port, name='small.bin', what='download', host=LOOP):
     check(sha(out) == E.files[name], f'{what}: {name} differs')
     os.unlink(out)
     return dt
+
+
+def upload_ok(socks_port, name, what):
+    """Sends www/name through a SOCKS5 CONNECT to a listener that answers with the sha256 of
+    everything it read before EOF."""
+    def digest(c):
+        h = hashlib.sha256()
+        while b := c.recv(1 << 16):
+            h.update(b)
+        c.sendall(h.hexdigest().encode())
+    with TcpListener(digest) as sink:
+        rep, s, _ = socks5_request(socks_port, port=sink.port, timeout=60)
+        check(rep == 0, f'{what}: SOCKS5 CONNECT REP {rep}')
+        with s, open(os.path.join(E.www, name), 'rb') as f:
+            s.sendall(f.read())
+            s.shutdown(socket.SHUT_WR)
+            got = recv_all(s).decode()
+        check(got == E.files[name], f'{what}: the sink hashed {got!r}, want {E.files[name]!r}')
 
 
 def parallel_downloads(socks_port, n, name):
@@ -523,6 +542,19 @@ def test_quic_32mb_byte_exact():
               'server did not log transport=quic')
         check(' cipher=tls-bound ' in c.log(), f'QUIC is not the only cipher layer: {c.log()[-300:]!r}')
         parallel_downloads(c.socks, 16, 'big.bin')
+
+
+def test_quic_congestion_controllers():
+    # Each --quic-cc moves data both ways: the server's controller paces the download, the
+    # client's the upload (a POST of big.bin that the http server hashes).
+    for cc in ('bbr', 'bbr2', 'reno'):
+        srv = Server(f'quic-{cc}', 'quic', extra=['--quic-cc', cc])
+        try:
+            with Client(f'quic-{cc}', srv.port, 'quic', extra=['--quic-cc', cc]) as c:
+                fetch_ok(c.socks, 'huge.bin', f'quic --quic-cc {cc} download')
+                upload_ok(c.socks, 'big.bin', f'quic --quic-cc {cc} upload')
+        finally:
+            srv.stop()
 
 
 def test_quic_certificate_rules():
@@ -915,6 +947,7 @@ TESTS = [
     test_tls_through_http_connect_proxy,
     test_tls_garbage_costs_nothing,
     test_quic_32mb_byte_exact,
+    test_quic_congestion_controllers,
     test_quic_certificate_rules,
     test_quic_junk_datagrams,
     test_quic_server_restart_reconnects,

@@ -404,10 +404,12 @@ TEST_CASE("quic knobs on both commands", "[cli][quic]") {
     CHECK(s.cc == "reno");
     CHECK(s.idle_timeout_s == 30);
     CHECK(s.keepalive_s == 10);
+    CHECK(ok(serve_args({"--transport", "quic", "--tls-cert", "/c", "--tls-key", "/k", "--quic-cc", "bbr2"}))
+              .serve.quic.cc == "bbr2");
   }
   SECTION("bad values") {
     CHECK(fails(connect_args({"--transport", "quic", "--quic-cc", "vegas"})) ==
-          "invalid congestion control (expected cubic, bbr or reno) in \"--quic-cc vegas\"");
+          "invalid congestion control (expected cubic, bbr, bbr2 or reno) in \"--quic-cc vegas\"");
     CHECK(fails(connect_args({"--transport", "quic", "--quic-idle-timeout", "0"})).find("invalid idle timeout") == 0);
     CHECK(fails(connect_args({"--transport", "quic", "--quic-idle-timeout", "-5"})) == "missing value for --quic-idle-timeout");
     CHECK(fails(connect_args({"--transport", "quic", "--quic-keepalive", "1e3"})).find("invalid keep-alive") == 0);

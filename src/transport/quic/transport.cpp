@@ -1512,6 +1512,7 @@ uint64_t gro_runs() { return g_gro_runs; }
 
 int cc_algo(std::string_view name) {
   if (name == "bbr") return NGTCP2_CC_ALGO_BBR;
+  if (name == "bbr2") return NGTCP2_CC_ALGO_BBR2;
   if (name == "reno") return NGTCP2_CC_ALGO_RENO;
   return NGTCP2_CC_ALGO_CUBIC;
 }

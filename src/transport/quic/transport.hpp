@@ -49,7 +49,7 @@ struct QuicServerConfig {
   bool same_host_datagrams = true;  // as in QuicClientConfig
 };
 
-// "cubic", "bbr" or "reno" (as the command line spells them) to ngtcp2's algorithm; cubic otherwise.
+// "cubic", "bbr", "bbr2" or "reno" (as the command line spells them) to ngtcp2's algorithm; cubic otherwise.
 int cc_algo(std::string_view name);
 
 // Connects (a UDP socket connected to |server|), handshakes, opens ONE bidirectional stream

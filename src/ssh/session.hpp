@@ -38,8 +38,11 @@ inline constexpr uint32_t kChannelMaxPacket = 32 * 1024;
 // A channel writer waits while this much sealed output is waiting for the socket: every channel
 // shares it, so a bulk writer must not park much in front of a small request's reply. Measured on
 // loopback during a bulk -L download: 512 KiB gave a request through another channel 3.2 ms p50,
-// 256 KiB 2.2 ms, 128 KiB 1.6 ms; 128 KiB cost ~9% of the bulk rate, 256 KiB none measurable.
-inline constexpr size_t kOutputHighWater = 256 * 1024;
+// 256 KiB 2.2 ms, 128 KiB 1.6 ms (session 6, when 128 KiB cost ~9% of the bulk rate). Since the
+// channels seal straight into this buffer, 128 KiB costs nothing measurable (session 9, 7 rounds:
+// -L up median 8.68 vs 9.39 Gbit/s, down 9.14 vs 8.58) and takes p50 from 1.75-1.97 to 1.19-1.35
+// ms, p99 from 6.1-6.5 to 5.3-5.8. 64 KiB starts to cost rate (6.5 and 7.1 Gbit/s in 2 of 4 runs).
+inline constexpr size_t kOutputHighWater = 128 * 1024;
 
 // alknet's servers answer every direct-tcpip open from an alknet client with an
 // exit-status request carrying the SOCKS5 REP code of the dial (0 = connected): the exact

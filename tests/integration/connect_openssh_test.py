@@ -23,8 +23,8 @@ import threading
 import time
 from types import SimpleNamespace
 
-from harness import (DEST_PORTS, LOOP, USED_PORTS, AlknetLog, HttpServer, Stoppable, TcpListener, TestFailure, check,
-                     curl, destination_leaks, fd_count, finish, free_port, keygen, parallel_curls, port_open,
+from harness import (DEST_PORTS, LOOP, USED_PORTS, AlknetLog, HttpServer, Stoppable, TcpListener, TestFailure,
+                     after_eof_handler, check, curl, destination_leaks, fd_count, finish, free_port, keygen, parallel_curls, port_open,
                      random_files, recv_all, recv_exact, run, run_tests, sha, socks5_request, wait_until)
 
 ALKNET = os.path.abspath(sys.argv[1]) if len(sys.argv) > 1 else ''
@@ -183,13 +183,6 @@ def echo_handler(s):
             s.shutdown(socket.SHUT_WR)
             return
         s.sendall(b)
-
-
-def after_eof_handler(s):
-    """Reads to EOF, then answers with the byte count and sha256: a half-close probe."""
-    data = recv_all(s)
-    s.sendall(f'got {len(data)} {hashlib.sha256(data).hexdigest()}\n'.encode())
-    s.shutdown(socket.SHUT_WR)
 
 
 class ReverseHalfClose:

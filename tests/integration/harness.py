@@ -299,6 +299,14 @@ def recv_all(s, chunk=65536):
         data += b
 
 
+def after_eof_handler(s):
+    """Reads to EOF, then answers with the byte count and sha256 (a half-close probe, an
+    upload's check); a TcpListener handler."""
+    data = recv_all(s)
+    s.sendall(f'got {len(data)} {hashlib.sha256(data).hexdigest()}\n'.encode())
+    s.shutdown(socket.SHUT_WR)
+
+
 def socks5_request(socks_port, cmd=1, host=LOOP, port=80, timeout=10, pipelined=False, debug=False):
     """One SOCKS5 request without authentication (CONNECT by default) for an IPv4 address or a
     name: returns (rep, sock or None, elapsed); rep -1 = the connection failed or closed without a

@@ -12,7 +12,6 @@ the server in a network namespace when root (netem, or iptables loss where the k
 netem) and falls back to a userspace lossy relay on loopback otherwise.
 """
 
-import hashlib
 import os
 import random
 import re
@@ -28,7 +27,7 @@ import threading
 import time
 from types import SimpleNamespace
 
-from harness import (LOOP, AlknetLog, HttpServer, Stoppable, TcpListener, TestFailure, check, curl, destination_leaks,
+from harness import (LOOP, AlknetLog, after_eof_handler, HttpServer, Stoppable, TcpListener, TestFailure, check, curl, destination_leaks,
                      fd_count, finish, free_port, free_stable_port, make_keys, parallel_curls, port_open, random_files,
                      recv_all, run, run_tests, sha, socks5_request, wait_until)
 
@@ -198,21 +197,18 @@ def fetch_ok(socks_port, name='small.bin', what='download', host=LOOP):
 
 
 def upload_ok(socks_port, name, what):
-    """Sends www/name through a SOCKS5 CONNECT to a listener that answers with the sha256 of
-    everything it read before EOF."""
-    def digest(c):
-        h = hashlib.sha256()
-        while b := c.recv(1 << 16):
-            h.update(b)
-        c.sendall(h.hexdigest().encode())
-    with TcpListener(digest) as sink:
+    """Sends www/name through a SOCKS5 CONNECT to a listener that answers with the byte count
+    and sha256 of everything it read before EOF."""
+    with TcpListener(after_eof_handler) as sink, open(os.path.join(E.www, name), 'rb') as f:
+        data = f.read()
         rep, s, _ = socks5_request(socks_port, port=sink.port, timeout=60)
         check(rep == 0, f'{what}: SOCKS5 CONNECT REP {rep}')
-        with s, open(os.path.join(E.www, name), 'rb') as f:
-            s.sendall(f.read())
+        with s:
+            s.sendall(data)
             s.shutdown(socket.SHUT_WR)
             got = recv_all(s).decode()
-        check(got == E.files[name], f'{what}: the sink hashed {got!r}, want {E.files[name]!r}')
+        want = f'got {len(data)} {E.files[name]}\n'
+        check(got == want, f'{what}: the sink answered {got!r}, want {want!r}')
 
 
 def parallel_downloads(socks_port, n, name):

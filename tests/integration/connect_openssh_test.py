@@ -24,8 +24,9 @@ import time
 from types import SimpleNamespace
 
 from harness import (DEST_PORTS, LOOP, USED_PORTS, AlknetLog, HttpServer, Stoppable, TcpListener, TestFailure,
-                     after_eof_handler, check, curl, destination_leaks, fd_count, finish, free_port, keygen, parallel_curls, port_open,
-                     random_files, recv_all, recv_exact, run, run_tests, sha, socks5_request, wait_until)
+                     after_eof_handler, check, curl, destination_leaks, fd_count, finish, free_port, keygen,
+                     parallel_curls, port_open, random_files, recv_all, recv_exact, run, run_tests, sha,
+                     socks5_request, wait_until)
 
 ALKNET = os.path.abspath(sys.argv[1]) if len(sys.argv) > 1 else ''
 ONLY = sys.argv[2:]

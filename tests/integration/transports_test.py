@@ -27,9 +27,9 @@ import threading
 import time
 from types import SimpleNamespace
 
-from harness import (LOOP, AlknetLog, after_eof_handler, HttpServer, Stoppable, TcpListener, TestFailure, check, curl, destination_leaks,
-                     fd_count, finish, free_port, free_stable_port, make_keys, parallel_curls, port_open, random_files,
-                     recv_all, run, run_tests, sha, socks5_request, wait_until)
+from harness import (LOOP, AlknetLog, HttpServer, Stoppable, TcpListener, TestFailure, after_eof_handler, check, curl,
+                     destination_leaks, fd_count, finish, free_port, free_stable_port, make_keys, parallel_curls,
+                     port_open, random_files, recv_all, run, run_tests, sha, socks5_request, wait_until)
 
 ALKNET = os.path.abspath(sys.argv[1]) if len(sys.argv) > 1 else ''
 ONLY = sys.argv[2:]
@@ -542,15 +542,12 @@ def test_quic_32mb_byte_exact():
 
 def test_quic_congestion_controllers():
     # Each --quic-cc moves data both ways: the server's controller paces the download, the
-    # client's the upload (a POST of big.bin that the http server hashes).
+    # client's the upload (big.bin to a sink that answers with its length and sha256).
     for cc in ('bbr', 'bbr2', 'reno'):
-        srv = Server(f'quic-{cc}', 'quic', extra=['--quic-cc', cc])
-        try:
-            with Client(f'quic-{cc}', srv.port, 'quic', extra=['--quic-cc', cc]) as c:
-                fetch_ok(c.socks, 'huge.bin', f'quic --quic-cc {cc} download')
-                upload_ok(c.socks, 'big.bin', f'quic --quic-cc {cc} upload')
-        finally:
-            srv.stop()
+        with Server(f'quic-{cc}', 'quic', extra=['--quic-cc', cc]) as srv, \
+                Client(f'quic-{cc}', srv.port, 'quic', extra=['--quic-cc', cc]) as c:
+            fetch_ok(c.socks, 'huge.bin', f'quic --quic-cc {cc} download')
+            upload_ok(c.socks, 'big.bin', f'quic --quic-cc {cc} upload')
 
 
 def test_quic_certificate_rules():

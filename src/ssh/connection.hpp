@@ -4,6 +4,7 @@
 // into the payload they came from.
 #pragma once
 
+#include <cstddef>
 #include <cstdint>
 #include <optional>
 #include <span>
@@ -101,6 +102,30 @@ struct ForwardAddress {
 };
 std::optional<ForwardAddress> decode_forward(std::span<const uint8_t> data);
 std::vector<uint8_t> encode_forward(const ForwardAddress &f);
+
+// How much data the next CHANNEL_DATA packet may carry (within the peer's maximum packet and
+// the channel's window). While anything interactive shares the session, OpenSSH's 32 KiB, so a
+// small reply waits behind little bulk (the receiver can open a packet only once all of it is
+// there). Once 4 MiB of data has moved (either direction, any channels) in packets of at least
+// 32 KiB each, with no channel opened and no shorter packet in between, the session is all bulk
+// and data packets may carry up to ~255 KiB: a quarter of the syscalls, packet openings and
+// wake-ups at both ends (loopback -L, session 10: 11.5-12.6 vs 9.6-11.0 Gbit/s, sender CPU
+// 0.54 vs 0.68 s/GB, receiver wake-ups 4-5k vs 9-10k per GB). A channel opening or a packet
+// shorter than 32 KiB brings it back to 32 KiB at once.
+class PacketSizer {
+ public:
+  static constexpr size_t kSharedPacket = 32 * 1024;
+  static constexpr size_t kBulkPacket = 256 * 1024 - 1024;  // a data header, padding and tag fit 256 KiB
+  static constexpr uint64_t kBulkAfter = 4 * 1024 * 1024;
+
+  void opened() { bulk_bytes_ = 0; }
+  // A CHANNEL_DATA packet of this many bytes, sent or received.
+  void data(size_t bytes) { bulk_bytes_ = bytes < kSharedPacket ? 0 : bulk_bytes_ + bytes; }
+  size_t limit() const { return bulk_bytes_ >= kBulkAfter ? kBulkPacket : kSharedPacket; }
+
+ private:
+  uint64_t bulk_bytes_ = 0;
+};
 
 // The data of an "exit-status" channel request.
 std::optional<uint32_t> decode_exit_status(std::span<const uint8_t> data);

@@ -269,6 +269,7 @@ void SessionCore::dispatch_connection(std::span<const uint8_t> p) {
           c->tx_event_.set();
         } else if constexpr (std::is_same_v<T, conn::Data>) {
           if (v.data.size() > c->local_window_) return die("protocol error: peer exceeded the channel window");
+          sizer_.data(v.data.size());
           c->on_data(v.data);
         } else if constexpr (std::is_same_v<T, conn::ExtendedData>) {
           if (v.data.size() > c->local_window_) return die("protocol error: peer exceeded the channel window");
@@ -295,6 +296,7 @@ void SessionCore::dispatch_connection(std::span<const uint8_t> p) {
 }
 
 void SessionCore::on_open(conn::Open o) {
+  sizer_.opened();
   ChannelOpen op(*this, o.sender, o.window, std::clamp<uint32_t>(o.max_packet, 1, kMaxPayload - 64));
   op.type_ = o.type.substr(0, 64);
   if (o.type == "direct-tcpip" || o.type == "forwarded-tcpip") {
@@ -352,6 +354,7 @@ rt::Task<rt::Result<std::unique_ptr<Channel>>> SessionCore::open_channel(std::st
   ch->open_state_ = 0;
   ch->local_id_ = register_channel(ch.get());
   const std::vector<uint8_t> m = conn::encode(conn::Open{std::string(type), ch->local_id_, kChannelWindow, kChannelMaxPacket, extra});
+  sizer_.opened();
   send(m);
   while (ch->open_state_ == 0) {
     if (!alive_ || !ch->core_) co_return rt::Error{ECONNRESET, "SSH session lost"};
@@ -622,7 +625,7 @@ std::span<std::byte> Channel::write_room(size_t max) {
   if (!core_ || !core_->alive() || remote_closed_ || eof_sent_ || close_sent_ || remote_window_ == 0 ||
       core_->pending_output() >= kOutputHighWater || room_)
     return {};  // write() knows how to wait for each of these
-  const size_t n = std::min({max, size_t(remote_window_), size_t(remote_max_packet_)});
+  const size_t n = std::min({max, size_t(remote_window_), size_t(remote_max_packet_), core_->sizer_.limit()});
   auto area = core_->wire().begin_payload(9 + n);
   if (area.size() != 9 + n) {  // the transport failed
     core_->wire().cancel_payload();
@@ -643,6 +646,7 @@ void Channel::commit_room(size_t n) {
   }
   put_u32(p + 5, uint32_t(n));
   core_->wire().finish_payload(9 + n);
+  core_->sizer_.data(n);
   core_->kick();
   remote_window_ -= uint32_t(n);
 }

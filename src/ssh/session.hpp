@@ -32,9 +32,11 @@ class ChannelOpen;
 class GlobalRequest;
 
 // Our channel parameters: the window OpenSSH uses (64 packets of 32 KiB), so a stalled tunnel
-// holds at most 2 MiB, and its maximum packet size.
+// holds at most 2 MiB, and the largest data packet we take (what fits our 256 KiB packet
+// limit; RFC 4254 §5.1 lets each side name its own). What we send is sized by conn::PacketSizer
+// within the peer's maximum: OpenSSH names 32 KiB, so it never gets more.
 inline constexpr uint32_t kChannelWindow = 2 * 1024 * 1024;
-inline constexpr uint32_t kChannelMaxPacket = 32 * 1024;
+inline constexpr uint32_t kChannelMaxPacket = conn::PacketSizer::kBulkPacket;
 // A channel writer waits while this much sealed output is waiting for the socket: every channel
 // shares it, so a bulk writer must not park much in front of a small request's reply. Measured on
 // loopback during a bulk -L download: 512 KiB gave a request through another channel 3.2 ms p50,
@@ -137,6 +139,7 @@ class SessionCore {
   bool alive_ = true, started_ = false, authenticated_ = false;
   std::string death_reason_;
   size_t in_flight_ = 0;
+  conn::PacketSizer sizer_;
   std::deque<std::vector<uint8_t>> inbox_;
   // Channels holding pieces of the current read batch for their relay's sink (forward_to()):
   // handed over once the batch is dispatched, while the pieces still sit in the input buffer.

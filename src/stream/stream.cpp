@@ -6,6 +6,7 @@
 
 #include <algorithm>
 #include <cerrno>
+#include <cstdint>
 #include <memory>
 #include <utility>
 #include <vector>
@@ -138,7 +139,9 @@ rt::Task<void> copy(Stream &from, Stream &to, size_t buf_size, uint64_t &count, 
       // A sink that lends room (an SSH channel: the packet being built) is filled straight
       // from the source, if the source has bytes ready: one copy fewer per byte. While the
       // session's output is full, wait for it to drain rather than take the copying path below.
-      auto room = to.write_room(buf_size);
+      // As much as the sink's next piece takes (an SSH channel: its packet size and window); the
+      // room is the sink's own memory, so buf_size does not bound it.
+      auto room = to.write_room(SIZE_MAX);
       if (room.empty() && !waited) {
         buf = {};
         const int r = co_await to.wait_writable();

@@ -7,6 +7,7 @@
 #include "ssh/connection.hpp"
 #include "ssh/kex.hpp"
 #include "ssh/keys.hpp"
+#include "ssh/packet.hpp"
 
 using namespace alk::ssh;
 using namespace alk::ssh::conn;
@@ -159,4 +160,28 @@ TEST_CASE("forward request data: a bind address is at most a DNS name long") {
   CHECK_FALSE(decode_forward(big));
   CHECK_FALSE(decode_forward({}));
   CHECK_FALSE(decode_exit_status(std::vector<uint8_t>{0, 0, 1}));
+}
+
+TEST_CASE("data packets grow after 4 MiB of bulk, and shrink at a short packet or a new channel") {
+  PacketSizer s;
+  constexpr size_t shared = PacketSizer::kSharedPacket, bulk = PacketSizer::kBulkPacket;
+  CHECK(s.limit() == shared);
+  // Full packets (sent or received, any channel) up to one byte short of the threshold.
+  for (uint64_t moved = 0; moved + shared < PacketSizer::kBulkAfter; moved += shared) s.data(shared);
+  s.data(shared - 1);  // a short packet: something is not streaming flat out
+  CHECK(s.limit() == shared);
+  for (uint64_t moved = 0; moved + shared < PacketSizer::kBulkAfter; moved += shared) s.data(shared);
+  CHECK(s.limit() == shared);
+  s.data(shared);
+  CHECK(s.limit() == bulk);
+  s.data(bulk);  // bulk packets keep it
+  CHECK(s.limit() == bulk);
+  s.opened();  // a new channel takes it back at once
+  CHECK(s.limit() == shared);
+  s.data(PacketSizer::kBulkAfter);
+  CHECK(s.limit() == bulk);
+  s.data(1);
+  CHECK(s.limit() == shared);
+  // A bulk packet still fits our own packet limit with its header, padding and tag.
+  CHECK(bulk + 9 <= kMaxPayload - 64);
 }

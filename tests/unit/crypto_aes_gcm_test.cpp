@@ -46,6 +46,7 @@ std::vector<uint8_t> our_seal(const AesGcm& g, const uint8_t* nonce, std::span<c
 std::vector<AesGcm::Impl> impls() {
   std::vector<AesGcm::Impl> v{AesGcm::Impl::Portable};
   if (AesGcm::vaes_available()) v.push_back(AesGcm::Impl::Auto);
+  if (AesGcm::wide_available()) v.push_back(AesGcm::Impl::Narrow);  // Auto runs the 512-bit code there
   return v;
 }
 
@@ -57,7 +58,13 @@ TEST_CASE("AesGcm uses VAES where the CPU has it and BoringSSL where asked") {
   REQUIRE(auto_impl.init(key));
   REQUIRE(portable.init(key, AesGcm::Impl::Portable));
   CHECK(auto_impl.vaes() == AesGcm::vaes_available());
+  CHECK(auto_impl.wide() == AesGcm::wide_available());
   CHECK_FALSE(portable.vaes());
+  CHECK_FALSE(portable.wide());
+  AesGcm narrow;
+  REQUIRE(narrow.init(key, AesGcm::Impl::Narrow));
+  CHECK(narrow.vaes() == AesGcm::vaes_available());
+  CHECK_FALSE(narrow.wide());
   AesGcm bad;
   CHECK_FALSE(bad.init(std::vector<uint8_t>(24, 1)));  // AES-192 is no SSH cipher
   CHECK_FALSE(bad.init({}));
@@ -87,7 +94,7 @@ TEST_CASE("AesGcm matches the GCM specification's test vectors") {
   };
   for (auto impl : impls()) {
     for (const auto& v : vectors) {
-      INFO("vaes " << (impl == AesGcm::Impl::Auto) << ", key " << v.key);
+      INFO("impl " << int(impl) << ", key " << v.key);
       AesGcm g;
       REQUIRE(g.init(hex(v.key), impl));
       const auto iv = hex(v.iv), aad = hex(v.aad), plain = hex(v.plain);
@@ -112,7 +119,7 @@ TEST_CASE("AesGcm seals as BoringSSL does and opens only what is intact, at ever
       for (size_t len : lengths) {
         std::vector<uint8_t> key(key_len), nonce(12), aad(len % 41), plain(len);
         fill(key), fill(nonce), fill(aad), fill(plain);
-        INFO("vaes " << (impl == AesGcm::Impl::Auto) << ", key " << key_len << ", length " << len << ", aad "
+        INFO("impl " << int(impl) << ", key " << key_len << ", length " << len << ", aad "
                      << aad.size());
         AesGcm g;
         REQUIRE(g.init(key, impl));

@@ -2,8 +2,9 @@
 
 #include <cpuid.h>
 // GCC 12's AVX-512 intrinsics start from an "undefined" vector that its own header then reads,
-// and -Wmaybe-uninitialized says so at every use (GCC bug 105593, fixed in GCC 13).
+// and -W(maybe-)uninitialized says so at every use (GCC bug 105593, fixed in GCC 13).
 #pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+#pragma GCC diagnostic ignored "-Wuninitialized"
 #include <immintrin.h>
 #include <openssl/crypto.h>
 

@@ -107,11 +107,14 @@ std::vector<uint8_t> encode_forward(const ForwardAddress &f);
 // the channel's window). While anything interactive shares the session, OpenSSH's 32 KiB, so a
 // small reply waits behind little bulk (the receiver can open a packet only once all of it is
 // there). Once 4 MiB of data has moved (either direction, any channels) in packets of at least
-// 32 KiB each, with no channel opened and no shorter packet in between, the session is all bulk
-// and data packets may carry up to ~255 KiB: a quarter of the syscalls, packet openings and
-// wake-ups at both ends (loopback -L, session 10: 11.5-12.6 vs 9.6-11.0 Gbit/s, sender CPU
-// 0.54 vs 0.68 s/GB, receiver wake-ups 4-5k vs 9-10k per GB). A channel opening or a packet
-// shorter than 32 KiB brings it back to 32 KiB at once.
+// 32 KiB, with no channel opened and no shorter packet on another channel in between, the
+// session is all bulk and data packets may carry up to ~255 KiB: a quarter of the syscalls,
+// packet openings and wake-ups at both ends (loopback -L, session 10: 11.5-12.6 vs 9.6-11.0
+// Gbit/s, sender CPU 0.54 vs 0.68 s/GB, receiver wake-ups 4-5k vs 9-10k per GB). A channel
+// opening, or a short packet on any channel but the one that moved the last full packet,
+// brings it back to 32 KiB at once. The bulk channel's own short packets (its source ran dry
+// for a moment) neither count nor reset: otherwise a relay that reads faster than its source
+// writes would keep finding short reads and never leave 32 KiB.
 class PacketSizer {
  public:
   static constexpr size_t kSharedPacket = 32 * 1024;
@@ -119,12 +122,20 @@ class PacketSizer {
   static constexpr uint64_t kBulkAfter = 4 * 1024 * 1024;
 
   void opened() { bulk_bytes_ = 0; }
-  // A CHANNEL_DATA packet of this many bytes, sent or received.
-  void data(size_t bytes) { bulk_bytes_ = bytes < kSharedPacket ? 0 : bulk_bytes_ + bytes; }
+  // A CHANNEL_DATA packet of this many bytes on a channel (our id for it), sent or received.
+  void data(uint32_t channel, size_t bytes) {
+    if (bytes >= kSharedPacket) {
+      bulk_bytes_ += bytes;
+      bulk_channel_ = channel;
+    } else if (channel != bulk_channel_) {
+      bulk_bytes_ = 0;
+    }
+  }
   size_t limit() const { return bulk_bytes_ >= kBulkAfter ? kBulkPacket : kSharedPacket; }
 
  private:
   uint64_t bulk_bytes_ = 0;
+  uint32_t bulk_channel_ = UINT32_MAX;
 };
 
 // The data of an "exit-status" channel request.

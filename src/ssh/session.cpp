@@ -269,7 +269,7 @@ void SessionCore::dispatch_connection(std::span<const uint8_t> p) {
           c->tx_event_.set();
         } else if constexpr (std::is_same_v<T, conn::Data>) {
           if (v.data.size() > c->local_window_) return die("protocol error: peer exceeded the channel window");
-          sizer_.data(v.data.size());
+          sizer_.data(*id, v.data.size());
           c->on_data(v.data);
         } else if constexpr (std::is_same_v<T, conn::ExtendedData>) {
           if (v.data.size() > c->local_window_) return die("protocol error: peer exceeded the channel window");
@@ -646,7 +646,7 @@ void Channel::commit_room(size_t n) {
   }
   put_u32(p + 5, uint32_t(n));
   core_->wire().finish_payload(9 + n);
-  core_->sizer_.data(n);
+  core_->sizer_.data(local_id_, n);
   core_->kick();
   remote_window_ -= uint32_t(n);
 }

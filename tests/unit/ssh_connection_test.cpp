@@ -162,26 +162,33 @@ TEST_CASE("forward request data: a bind address is at most a DNS name long") {
   CHECK_FALSE(decode_exit_status(std::vector<uint8_t>{0, 0, 1}));
 }
 
-TEST_CASE("data packets grow after 4 MiB of bulk, and shrink at a short packet or a new channel") {
+TEST_CASE("data packets grow after 4 MiB of bulk, and shrink at another channel's short packet or a new channel") {
   PacketSizer s;
   constexpr size_t shared = PacketSizer::kSharedPacket, bulk = PacketSizer::kBulkPacket;
+  auto move = [&](uint32_t channel, uint64_t bytes) {
+    for (uint64_t moved = 0; moved < bytes; moved += shared) s.data(channel, shared);
+  };
   CHECK(s.limit() == shared);
-  // Full packets (sent or received, any channel) up to one byte short of the threshold.
-  for (uint64_t moved = 0; moved + shared < PacketSizer::kBulkAfter; moved += shared) s.data(shared);
-  s.data(shared - 1);  // a short packet: something is not streaming flat out
+  // Full packets (sent or received) up to one packet short of the threshold.
+  move(1, PacketSizer::kBulkAfter - shared);
   CHECK(s.limit() == shared);
-  for (uint64_t moved = 0; moved + shared < PacketSizer::kBulkAfter; moved += shared) s.data(shared);
+  s.data(1, 100);  // the bulk channel's own short packet: its source ran dry, nothing else
   CHECK(s.limit() == shared);
-  s.data(shared);
+  s.data(1, shared);
   CHECK(s.limit() == bulk);
-  s.data(bulk);  // bulk packets keep it
+  s.data(1, 1);
+  CHECK(s.limit() == bulk);
+  s.data(1, bulk);
+  CHECK(s.limit() == bulk);
+  s.data(2, shared - 1);  // a short packet on another channel: something interactive
+  CHECK(s.limit() == shared);
+  move(2, PacketSizer::kBulkAfter);  // several bulk channels: full packets on each keep it
+  move(3, shared);
   CHECK(s.limit() == bulk);
   s.opened();  // a new channel takes it back at once
   CHECK(s.limit() == shared);
-  s.data(PacketSizer::kBulkAfter);
+  move(3, PacketSizer::kBulkAfter);
   CHECK(s.limit() == bulk);
-  s.data(1);
-  CHECK(s.limit() == shared);
   // A bulk packet still fits our own packet limit with its header, padding and tag.
   CHECK(bulk + 9 <= kMaxPayload - 64);
 }

@@ -100,6 +100,13 @@ namespace wide {
 #undef ALK_VAES
 }  // namespace wide
 
+// Which register states the kernel saves (XCR0's low half); only after CPUID said OSXSAVE.
+unsigned xcr0() {
+  unsigned lo, hi;
+  __asm__("xgetbv" : "=a"(lo), "=d"(hi) : "c"(0));
+  return lo;
+}
+
 }  // namespace
 
 bool AesGcm::vaes_available() {
@@ -109,9 +116,7 @@ bool AesGcm::vaes_available() {
     const bool aes = c & bit_AES, pclmul = c & bit_PCLMUL, avx = c & bit_AVX, osxsave = c & bit_OSXSAVE;
     if (!aes || !pclmul || !avx || !osxsave) return false;
     // The kernel saves the 256-bit registers (XCR0: SSE and AVX state).
-    unsigned xcr0_lo, xcr0_hi;
-    __asm__("xgetbv" : "=a"(xcr0_lo), "=d"(xcr0_hi) : "c"(0));
-    if ((xcr0_lo & 6) != 6) return false;
+    if ((xcr0() & 6) != 6) return false;
     if (!__get_cpuid_count(7, 0, &a, &b, &c, &d)) return false;
     return (b & bit_AVX2) && (c & bit_VAES) && (c & bit_VPCLMULQDQ);
   }();
@@ -122,9 +127,7 @@ bool AesGcm::wide_available() {
   static const bool available = [] {
     if (!vaes_available()) return false;
     // The kernel saves the opmask and all 512-bit registers (XCR0 bits 5-7) as well.
-    unsigned xcr0_lo, xcr0_hi;
-    __asm__("xgetbv" : "=a"(xcr0_lo), "=d"(xcr0_hi) : "c"(0));
-    if ((xcr0_lo & 0xe6) != 0xe6) return false;
+    if ((xcr0() & 0xe6) != 0xe6) return false;
     unsigned a, b, c, d;
     if (!__get_cpuid_count(7, 0, &a, &b, &c, &d)) return false;
     return (b & bit_AVX512F) && (b & bit_AVX512BW) && (b & bit_AVX512VL);

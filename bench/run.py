@@ -643,8 +643,14 @@ def machine():
     with open("/proc/loadavg") as f:
         load = " ".join(f.read().split()[:3])
     flags = open("/proc/cpuinfo").read()
+    # Every TCP socket of both sides uses it; with bbr the kernel paces each one by timer.
+    try:
+        with open("/proc/sys/net/ipv4/tcp_congestion_control") as f:
+            tcp_cc = f.read().strip()
+    except OSError:
+        tcp_cc = "?"
     return {"nproc": os.cpu_count(), "cpu": model, "aes_ni": " aes " in flags, "kernel": platform.release(),
-            "loadavg": load, "date": time.strftime("%Y-%m-%d %H:%M:%S %Z")}
+            "tcp_cc": tcp_cc, "loadavg": load, "date": time.strftime("%Y-%m-%d %H:%M:%S %Z")}
 
 
 def bench(a, cfg, work, procs, ports):
@@ -653,7 +659,8 @@ def bench(a, cfg, work, procs, ports):
         want = set(a.only.split(","))
         paths = [p for p in paths if p.name in want]
     mach = machine()
-    print(f"machine: {mach['nproc']} cpus, {mach['cpu']}, kernel {mach['kernel']}, load {mach['loadavg']}")
+    print(f"machine: {mach['nproc']} cpus, {mach['cpu']}, kernel {mach['kernel']}, tcp {mach['tcp_cc']}, "
+          f"load {mach['loadavg']}")
     skipped = {}
     # Probe each path once so unavailable transports are dropped (and said why) before the runs.
     for p in list(paths):
